@@ -1,0 +1,1 @@
+"""fuseoverlay: a union filesystem on pyfuse3 (see DESIGN.md)."""

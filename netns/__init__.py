@@ -1,0 +1,1 @@
+"""netns: slirp-style user-mode networking (see DESIGN.md)."""

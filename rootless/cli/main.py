@@ -1,0 +1,167 @@
+"""Entry point of `rl`: global options, command dispatch, and the one-line error contract.
+
+Start-up time is a feature, so this module and the command modules import only the standard
+library at import time; each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from rootless import __version__
+from rootless.errors import EXIT_ERROR, RlError
+
+# Each module defines register(commands: CommandGroup) -> None.
+COMMAND_MODULES = (
+    "rootless.cli.images",
+    "rootless.cli.system",
+)
+
+log = logging.getLogger("rl")
+
+
+class PodmanHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help in podman's shape: description, `Usage:` block, `Options:` block."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+    def add_usage(
+        self,
+        usage: str | None,
+        actions: object,
+        groups: object,
+        prefix: str | None = None,
+    ) -> None:
+        super().add_usage(usage, actions, groups, prefix="Usage:\n  ")  # type: ignore[arg-type]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with podman's conventions: bad flags exit 125 with one `Error:` line."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", PodmanHelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._optionals.title = "Options"
+        self._positionals.title = "Arguments"
+
+    def error(self, message: str) -> NoReturn:
+        print(f"Error: {message}", file=sys.stderr)
+        print(f"See '{self.prog} --help'", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+class CommandGroup:
+    """A set of subcommands (`rl …`, `rl image …`): a thin layer over argparse subparsers."""
+
+    def __init__(self, parser: argparse.ArgumentParser, title: str = "Available Commands") -> None:
+        self.parser = parser
+        self._sub = parser.add_subparsers(title=title, metavar="COMMAND", parser_class=Parser)
+        self._groups: dict[str, CommandGroup] = {}
+
+    def command(
+        self, name: str, summary: str, *, aliases: Sequence[str] = (), description: str = ""
+    ) -> argparse.ArgumentParser:
+        parser = self._sub.add_parser(
+            name,
+            aliases=list(aliases),
+            help=summary,
+            description=description or summary,
+        )
+        return parser
+
+    def group(self, name: str, summary: str, *, aliases: Sequence[str] = ()) -> CommandGroup:
+        """A nested family such as `rl image …`; `rl image` alone prints its help."""
+        if name in self._groups:
+            return self._groups[name]
+        parser = self.command(name, summary, aliases=aliases)
+        group = CommandGroup(parser)
+        parser.set_defaults(func=lambda args, p=parser: _print_help(p))
+        self._groups[name] = group
+        return group
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
+def build_parser() -> tuple[Parser, CommandGroup]:
+    parser = Parser(
+        prog="rl",
+        description="Manage pods, containers and images, rootless and without a daemon.",
+    )
+    parser.add_argument("-v", "--version", action="version", version=f"rl version {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("RL_LOG_LEVEL", "warn"),
+        choices=["debug", "info", "warn", "error"],
+        help="Log messages above specified level (default: warn)",
+    )
+    parser.add_argument(
+        "--root", metavar="PATH", help="Path to the image and container store (default: ~/.local/share/rl)"
+    )
+    parser.add_argument(
+        "--storage-driver",
+        metavar="DRIVER",
+        help="Storage driver for container root filesystems: auto, overlay, fuse, vfs",
+    )
+    commands = CommandGroup(parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
+    parser.set_defaults(func=lambda args: _print_help(parser))
+    return parser, commands
+
+
+def _setup_logging(level: str) -> None:
+    levels = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
+    logging.basicConfig(
+        level=levels.get(level, logging.ERROR),
+        format="%(levelname).4s[0000] %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser, _ = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    if args.root:
+        os.environ["RL_ROOT"] = os.path.abspath(args.root)
+    if args.storage_driver:
+        os.environ["RL_STORAGE_DRIVER"] = args.storage_driver
+    debug = args.log_level == "debug"
+    try:
+        code = args.func(args)
+    except RlError as err:
+        if debug:
+            log.exception("rl error")
+        print(f"Error: {err.message}", file=sys.stderr)
+        code = err.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        # The reader went away (`rl images | head`): not an error worth a message.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except Exception as exc:  # the contract: never a traceback unless asked for
+        if debug:
+            log.exception("internal error")
+        print(
+            f"Error: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with --log-level debug for details and report it)",
+            file=sys.stderr,
+        )
+        code = EXIT_ERROR
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""System commands: info, doctor (system check), system df, system reset."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rootless.cli.main import CommandGroup
+
+
+def register(commands: CommandGroup) -> None:
+    pass

@@ -1,0 +1,55 @@
+"""Where rl keeps things: XDG directories, created on first use with private modes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def home() -> Path:
+    return Path(os.environ.get("HOME") or os.path.expanduser("~"))
+
+
+def data_dir() -> Path:
+    """$XDG_DATA_HOME/rl: the image store, containers, volumes (RL_ROOT overrides, for tests)."""
+    override = os.environ.get("RL_ROOT")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_DATA_HOME") or str(home() / ".local" / "share")
+    return Path(base) / "rl"
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(home() / ".config")
+    return Path(base) / "rl"
+
+
+def runtime_dir() -> Path:
+    """$XDG_RUNTIME_DIR/rl, or a private directory under /tmp when it is unset or unusable.
+
+    Only a directory owned by us counts: after `su`/`sudo` the variable often still names
+    another user's directory, and using it would fail later with EACCES.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and _owned_by_me(Path(xdg)):
+        return Path(xdg) / "rl"
+    return Path(f"/tmp/rl-{os.getuid()}")
+
+
+def _owned_by_me(path: Path) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and os.access(path, os.W_OK | os.X_OK)
+
+
+def ensure_dir(path: Path, mode: int = 0o700) -> Path:
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    return path
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr, in podman's shape."""
+    print(f"WARN[0000] {message}", file=sys.stderr)

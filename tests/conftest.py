@@ -1,0 +1,64 @@
+"""Fixtures shared by every test: the unprivileged user and an `rl` bound to a fresh store."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Result, User, ensure_user, rl_binary
+
+
+@pytest.fixture(scope="session")
+def user() -> User:
+    return ensure_user()
+
+
+class Rl:
+    """Runs the installed `rl` as the test user against one store (`--root`)."""
+
+    def __init__(self, user: User, root: Path) -> None:
+        self.user = user
+        self.root = root
+
+    def __call__(self, *args: str, input: bytes | str | None = None, timeout: float = 120,
+                 env: dict[str, str] | None = None) -> Result:
+        return self.user.run(
+            [rl_binary(), "--root", str(self.root), *args], input=input, timeout=timeout, env=env
+        )
+
+    def ok(self, *args: str, input: bytes | str | None = None, timeout: float = 120) -> Result:
+        """Run and require exit 0, showing rl's output when it is not."""
+        result = self(*args, input=input, timeout=timeout)
+        assert result.returncode == 0, f"rl {' '.join(args)} failed: {result}"
+        return result
+
+
+@pytest.fixture
+def workdir(user: User) -> Iterator[Path]:
+    """A directory the test user owns, for archives, stores and bind mounts."""
+    path = user.make_dir()
+    yield path
+    _remove(path)
+
+
+@pytest.fixture
+def rl(user: User, workdir: Path) -> Rl:
+    """rl with a store of its own, so tests do not see each other's images."""
+    root = workdir / "store"
+    return Rl(user, root)
+
+
+def _remove(path: Path) -> None:
+    # Stores hold files owned by subordinate ids. Root removes them directly; an ordinary
+    # user does it inside its user namespace.
+    import os
+
+    if os.getuid() == 0:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    from rootless.userns import run_in_userns
+
+    run_in_userns(shutil.rmtree, str(path), True)
