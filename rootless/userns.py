@@ -172,7 +172,7 @@ def _run_map_helper(helper: str, pid: int, ranges: tuple[IdRange, ...]) -> None:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 1 << 16)
         if not chunk:

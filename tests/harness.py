@@ -130,9 +130,11 @@ def ensure_user() -> User:
     """Create (as root) or describe (as anyone else) the user the e2e tests run as."""
     if os.getuid() != 0:
         pw = pwd.getpwuid(os.getuid())
-        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/rl-test-runtime-{pw.pw_uid}"
-        Path(runtime).mkdir(mode=0o700, exist_ok=True)
-        return User(pw.pw_name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir), Path(runtime))
+        own_runtime = Path(
+            os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/rl-test-runtime-{pw.pw_uid}"
+        )
+        own_runtime.mkdir(mode=0o700, exist_ok=True)
+        return User(pw.pw_name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir), own_runtime)
     try:
         pw = pwd.getpwnam(TEST_USER)
     except KeyError:

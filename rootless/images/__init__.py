@@ -1,0 +1,1 @@
+"""Images: references, the local store, archives, layer unpacking."""
