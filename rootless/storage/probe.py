@@ -1,0 +1,106 @@
+"""Does kernel overlayfs work in a user namespace here? Asked once per boot and store.
+
+The probe mounts a tiny overlay with `userxattr` in a fresh user+mount namespace, on the same
+filesystem as the store (overlay's support depends on the upper filesystem), and exercises
+what containers need: reading a lower file, deleting it (a whiteout in the upper dir) and
+creating a directory. The answer is cached in runtime_dir, keyed by kernel release and the
+store's device, so `rl run` pays for it only the first time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rootless import paths
+
+CACHE_NAME = "storage-probe.json"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    works: bool
+    reason: str  # why not, when it does not work
+
+
+def _probe_key(store: Path) -> str:
+    return f"{os.uname().release} dev={os.stat(store).st_dev}"
+
+
+def _try_overlay(scratch: str) -> ProbeResult:
+    """Runs inside the new user and mount namespaces."""
+    from rootless import syscalls
+    from rootless.storage.overlay import mount_overlay
+    from rootless.storage.tree import remove_tree
+
+    base = Path(scratch)
+    for name in ("lower", "upper", "work", "merged"):
+        (base / name).mkdir()
+    (base / "lower" / "file").write_text("probe")
+    merged = base / "merged"
+    try:
+        mount_overlay(base, ["lower"], "upper", "work", merged)
+        try:
+            if (merged / "file").read_text() != "probe":
+                return ProbeResult(False, "overlay shows the wrong content")
+            (merged / "file").unlink()
+            (merged / "dir").mkdir()
+            whiteout = os.lstat(base / "upper" / "file")
+            if whiteout.st_rdev != 0:
+                return ProbeResult(False, "overlay did not create a whiteout")
+        finally:
+            syscalls.umount(merged, syscalls.MNT_DETACH)
+        return ProbeResult(True, "")
+    except Exception as exc:  # any failure means "use something else"
+        return ProbeResult(False, str(exc))
+    finally:
+        remove_tree(base)
+
+
+def run_probe(store: Path) -> ProbeResult:
+    from rootless import syscalls
+    from rootless.errors import RlError
+    from rootless.userns import run_in_userns
+
+    try:
+        scratch = tempfile.mkdtemp(prefix=".overlay-probe-", dir=store)
+    except OSError as exc:
+        return ProbeResult(False, f"cannot make a probe directory in {store}: {exc.strerror}")
+    try:
+        return run_in_userns(_try_overlay, scratch, unshare_flags=syscalls.CLONE_NEWNS)
+    except RlError as exc:
+        return ProbeResult(False, exc.message)
+    finally:
+        try:
+            os.rmdir(scratch)  # normally _try_overlay has removed it already
+        except OSError:
+            pass
+
+
+def overlay_support(*, refresh: bool = False) -> ProbeResult:
+    """The cached answer for this kernel and store, probing when there is none."""
+    try:
+        store = paths.ensure_dir(paths.data_dir())
+        key = _probe_key(store)
+    except OSError as exc:
+        return ProbeResult(False, f"cannot use the store {paths.data_dir()}: {exc.strerror}")
+    cache = paths.runtime_dir() / CACHE_NAME
+    if not refresh:
+        try:
+            cached = json.loads(cache.read_text())
+            if cached.get("key") == key:
+                return ProbeResult(bool(cached["works"]), str(cached.get("reason", "")))
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+    result = run_probe(store)
+    try:
+        paths.ensure_dir(cache.parent)
+        tmp = cache.with_name(f".{CACHE_NAME}.{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "works": result.works, "reason": result.reason}))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a cache we cannot write only costs a probe next time
+    return result

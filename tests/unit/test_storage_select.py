@@ -1,0 +1,125 @@
+"""Which storage driver rl uses: argument > RL_STORAGE_DRIVER (set by --storage-driver) >
+config.yaml > auto, and what auto makes of the overlay probe."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rootless import storage
+from rootless.errors import RlError
+from rootless.storage.overlay import (
+    MAX_OPTIONS,
+    OverlayDriver,
+    link_lowers,
+    mount_overlay,
+    overlay_options,
+)
+from rootless.storage.vfs import BindRootfs, VfsDriver
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("storage_driver: overlay\n", "overlay"),
+        ("storage_driver:vfs", "vfs"),
+        ('storage_driver: "vfs"  # comment\n', "vfs"),
+        ("storage_driver: 'fuse'\n", "fuse"),
+        ("other: 1\nstorage_driver: overlay # why\nmore: 2\n", "overlay"),
+        ("  storage_driver: overlay\n", None),  # nested under another key: not ours
+        ("storage_driver:\n", None),
+        ("# storage_driver: vfs\n", None),
+        ("", None),
+    ],
+)
+def test_config_key(text: str, expected: str | None) -> None:
+    assert storage.config_storage_driver(text) == expected
+
+
+def test_precedence() -> None:
+    config = "storage_driver: vfs\n"
+    env = {"RL_STORAGE_DRIVER": "overlay"}
+    assert storage.requested_driver("fuse", env, config)[0] == "fuse"
+    assert storage.requested_driver(None, env, config)[0] == "overlay"
+    assert storage.requested_driver(None, {}, config) == ("vfs", "storage_driver in config.yaml")
+    assert storage.requested_driver(None, {}, "") == ("auto", "default")
+    assert storage.requested_driver("", {"RL_STORAGE_DRIVER": ""}, "")[0] == "auto"
+
+
+def test_auto_follows_the_probe() -> None:
+    assert storage.choose_driver("auto", True)[0] == "overlay"
+    name, reason = storage.choose_driver("auto", False, "mount: EPERM")
+    assert name == "vfs" and "mount: EPERM" in reason
+    assert storage.choose_driver("overlay", False)[0] == "overlay"  # explicit wins
+    assert storage.choose_driver("vfs", True)[0] == "vfs"
+
+
+def test_fuse_and_unknown_names_are_errors() -> None:
+    with pytest.raises(RlError, match="the fuse storage driver is not available yet"):
+        storage.choose_driver("fuse", True)
+    with pytest.raises(RlError) as info:
+        storage.choose_driver("btrfs", True)
+    assert info.value.message == (
+        'unknown storage driver "btrfs": choose one of auto, overlay, fuse, vfs'
+    )
+    with pytest.raises(RlError, match="unknown storage driver"):
+        storage.driver_by_name("zfs")
+
+
+def test_select_driver_explicit_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("RL_STORAGE_DRIVER", raising=False)
+    assert isinstance(storage.select_driver("vfs"), VfsDriver)
+    assert isinstance(storage.select_driver("overlay"), OverlayDriver)
+    monkeypatch.setenv("RL_STORAGE_DRIVER", "vfs")
+    assert isinstance(storage.select_driver(None), VfsDriver)
+    monkeypatch.delenv("RL_STORAGE_DRIVER")
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "rl" / "config.yaml").write_text("storage_driver: overlay\n")
+    assert isinstance(storage.select_driver(None), OverlayDriver)
+    assert storage.describe() == {
+        "driver": "overlay",
+        "reason": "chosen explicitly (storage_driver in config.yaml)",
+    }
+    (tmp_path / "rl" / "config.yaml").write_text("storage_driver: nope\n")
+    with pytest.raises(RlError, match='unknown storage driver "nope"'):
+        storage.select_driver(None)
+
+
+def test_overlay_options() -> None:
+    assert overlay_options(["l/0", "l/1"], "diff", "work") == (
+        "lowerdir=l/0:l/1,upperdir=diff,workdir=work,userxattr"
+    )
+    assert overlay_options(["a", "b"], None, None) == "lowerdir=a:b,userxattr"
+
+
+def test_lower_links_are_short_and_replaced(tmp_path: Path) -> None:
+    layers = [tmp_path / "layers" / (f"{i:064x}") for i in range(200)]
+    names = link_lowers(tmp_path, layers)
+    assert names[0] == "l/0" and len(names) == 200
+    assert os.readlink(tmp_path / "l" / "199") == str(layers[199])
+    # 200 layers with short names stay far below one page; absolute paths would not.
+    assert len(overlay_options(names, "diff", "work")) < MAX_OPTIONS
+    assert len(overlay_options([str(p) for p in layers], "diff", "work")) > MAX_OPTIONS
+    assert link_lowers(tmp_path, layers[:2]) == ("l/0", "l/1")
+    assert sorted(os.listdir(tmp_path / "l")) == ["0", "1"]
+
+
+def test_zero_layers_get_an_empty_lower(tmp_path: Path) -> None:
+    assert link_lowers(tmp_path, []) == ("empty",)
+    assert (tmp_path / "empty").is_dir() and not os.listdir(tmp_path / "empty")
+
+
+def test_too_many_layers_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RlError, match="too many layers"):
+        mount_overlay(tmp_path, ["x" * 100] * 100, "diff", "work", tmp_path)
+
+
+def test_rootfs_provider_checks_the_path(tmp_path: Path) -> None:
+    with pytest.raises(RlError, match="no such directory"):
+        storage.rootfs_provider(str(tmp_path / "missing"), tmp_path / "c")
+    (tmp_path / "sub").mkdir()
+    provider = storage.rootfs_provider("sub", tmp_path / "c", cwd=str(tmp_path))
+    assert isinstance(provider, BindRootfs) and provider.source == tmp_path / "sub"
