@@ -9,11 +9,31 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Result, User, ensure_user, rl_binary
+from tests.images import ArchiveSet, build_test_archives
 
 
 @pytest.fixture(scope="session")
 def user() -> User:
     return ensure_user()
+
+
+@pytest.fixture(scope="session")
+def image_archives(user: User) -> Iterator[ArchiveSet]:
+    """The busybox test images of tests/images.py, built once, readable by the test user."""
+    path = user.make_dir("rl-images-")
+    yield build_test_archives(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def busybox_archive(image_archives: ArchiveSet) -> Path:
+    """docker-archive of localhost/rl-test/busybox:latest (3 layers: whiteouts, xattrs, ...)."""
+    return image_archives.docker_archive
+
+
+@pytest.fixture(scope="session")
+def busybox_oci_archive(image_archives: ArchiveSet) -> Path:
+    return image_archives.oci_archive
 
 
 class Rl:
