@@ -21,6 +21,9 @@ from rootless.errors import EXIT_ERROR, RlError
 COMMAND_MODULES = (
     "rootless.cli.images",
     "rootless.cli.system",
+    "rootless.cli.volume",
+    "rootless.cli.run",
+    "rootless.cli.demo",
 )
 
 log = logging.getLogger("rl")
@@ -39,7 +42,10 @@ class PodmanHelpFormatter(argparse.RawDescriptionHelpFormatter):
         groups: object,
         prefix: str | None = None,
     ) -> None:
-        super().add_usage(usage, actions, groups, prefix="Usage:\n  ")  # type: ignore[arg-type]
+        # argparse passes prefix="" when it computes a subcommand's prog: keep that untouched.
+        if prefix is None:
+            prefix = "Usage:\n  "
+        super().add_usage(usage, actions, groups, prefix)  # type: ignore[arg-type]
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,6 +56,19 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._optionals.title = "Options"
         self._positionals.title = "Arguments"
+
+    def format_help(self) -> str:
+        """Podman's order: what the command does, then Usage, then the option groups."""
+        formatter = self._get_formatter()
+        formatter.add_text(self.description)
+        formatter.add_usage(self.usage, self._actions, self._mutually_exclusive_groups)
+        for group in self._action_groups:
+            formatter.start_section(group.title)
+            formatter.add_text(group.description)
+            formatter.add_arguments(group._group_actions)
+            formatter.end_section()
+        formatter.add_text(self.epilog)
+        return formatter.format_help()
 
     def error(self, message: str) -> NoReturn:
         print(f"Error: {message}", file=sys.stderr)
