@@ -67,7 +67,8 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_SECCOMP = 22
-SECCOMP_MODE_FILTER = 2
+SECCOMP_MODE_FILTER = 2  # prctl(PR_SET_SECCOMP, ...)
+SECCOMP_SET_MODE_FILTER = 1  # seccomp(2)'s operation; 2 there is GET_ACTION_AVAIL
 
 # openat2(2) resolve flags
 RESOLVE_NO_XDEV = 0x01
@@ -245,7 +246,7 @@ def seccomp_set_filter(prog: bytes, flags: int = 0) -> None:
 
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    res = _libc.syscall(_SYS_seccomp, SECCOMP_MODE_FILTER, flags, ctypes.byref(fprog))
+    res = _libc.syscall(_SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
     _check(res, "seccomp(SECCOMP_SET_MODE_FILTER)")
 
 
