@@ -165,14 +165,15 @@ def _propagation(name: str) -> int:
 
 
 def _plan_process(proc: Mapping[str, Any], linux: Mapping[str, Any]) -> process.ProcessPlan:
-    import resource
+    from rootless.runtime.ulimits import RLIMIT_NUMBERS
 
     user = proc.get("user") or {}
     rlimits = []
     for limit in proc.get("rlimits") or ():
         name = limit["type"]
-        res = getattr(resource, name, None)
-        if not name.startswith("RLIMIT_") or not isinstance(res, int):
+        # The kernel's numbers, not Python's resource module, which lacks RLIMIT_LOCKS.
+        res = RLIMIT_NUMBERS.get(name)
+        if res is None:
             raise ValueError(f"unknown rlimit {name!r}")
         rlimits.append((res, int(limit["soft"]), int(limit["hard"]), name))
     caps = proc.get("capabilities") or {}
