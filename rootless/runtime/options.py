@@ -1,0 +1,262 @@
+"""What `rl run` was asked to do, as one value, and the pure parsers of its flag syntaxes.
+
+Each parser takes the flag's text and returns a value or raises RlError with podman's wording,
+so the CLI layer stays a thin translation from argparse to `RunOptions`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rootless.errors import RlError
+from rootless.userns import IdMapping, IdRange
+
+DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+NETWORK_MODES = ("none", "host")
+PULL_POLICIES = ("never", "missing")
+# Until user-mode networking lands, a container gets a network namespace with loopback only.
+DEFAULT_NETWORK = "none"
+
+
+@dataclass(frozen=True)
+class Userns:
+    """--userns: "" (the default subuid mapping) or keep-id, optionally with uid=/gid=."""
+
+    mode: str = ""
+    uid: int | None = None
+    gid: int | None = None
+
+
+@dataclass
+class RunOptions:
+    image: str
+    command: list[str] = field(default_factory=list)
+    rm: bool = False
+    interactive: bool = False
+    tty: bool = False
+    detach: bool = False
+    name: str | None = None
+    env: list[str] = field(default_factory=list)
+    env_files: list[str] = field(default_factory=list)
+    env_host: bool = False
+    workdir: str | None = None
+    user: str | None = None
+    group_add: list[str] = field(default_factory=list)
+    entrypoint: list[str] | None = None  # None: the image's; []: cleared
+    hostname: str | None = None
+    userns: Userns = field(default_factory=Userns)
+    uidmap: list[IdRange] = field(default_factory=list)
+    gidmap: list[IdRange] = field(default_factory=list)
+    network: str = DEFAULT_NETWORK
+    read_only: bool = False
+    read_only_tmpfs: bool = True
+    rootfs: bool = False
+    volumes: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    security_opt: list[str] = field(default_factory=list)
+    ulimits: list[str] = field(default_factory=list)
+    tz: str | None = None
+    init: bool = False
+    shm_size: int = DEFAULT_SHM_SIZE
+    sig_proxy: bool = True
+    pull: str = "missing"
+    labels: dict[str, str] = field(default_factory=dict)
+    print_spec: bool = False
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str, flag: str = "--shm-size") -> int:
+    """A size like podman's (go-units RAMInBytes): 64m, 1g, 512k, 1048576; binary units."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise RlError(
+            f"invalid size for {flag}: {text!r}: use a number with an optional unit b, k, m or g"
+        )
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "").lower()])
+
+
+def parse_pull(text: str) -> str:
+    if text in PULL_POLICIES:
+        return text
+    if text in ("always", "newer"):
+        raise RlError(
+            f"--pull={text} needs a registry client, which rl does not have yet: load the image "
+            "with `rl load` and use --pull=missing or --pull=never"
+        )
+    raise RlError(f'invalid pull policy "{text}": use missing or never')
+
+
+def parse_entrypoint(text: str) -> list[str]:
+    """--entrypoint: a JSON array, or one executable name; "" clears the image's entrypoint."""
+    if text == "":
+        return []
+    if text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    return [text]
+
+
+def parse_network(text: str) -> str:
+    mode = text.split(":", 1)[0]
+    if mode in ("", "default", "private", "slirp4netns", "pasta", "bridge"):
+        if mode in ("", "default", "private"):
+            return DEFAULT_NETWORK
+        raise RlError(
+            f"network mode {mode!r} is not supported yet: rl has no user-mode networking so far; "
+            "use --network none (loopback only, the default) or --network host"
+        )
+    if mode not in NETWORK_MODES:
+        raise RlError(f"unknown network mode {text!r}: use --network none or --network host")
+    return mode
+
+
+def parse_userns(text: str) -> Userns:
+    """--userns: "" or host (the default subuid mapping when rootless), keep-id[:uid=N,gid=N]."""
+    if text in ("", "host"):
+        return Userns()
+    mode, _, rest = text.partition(":")
+    if mode != "keep-id":
+        raise RlError(f"unsupported --userns mode {text!r}: use keep-id[:uid=N,gid=N] or host")
+    ids: dict[str, int] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if key not in ("uid", "gid") or not sep or not value.isdigit():
+            raise RlError(f"invalid --userns option {item!r}: use keep-id:uid=N,gid=N")
+        ids[key] = int(value)
+    return Userns("keep-id", ids.get("uid"), ids.get("gid"))
+
+
+def parse_idmap(text: str, flag: str) -> list[IdRange]:
+    """--uidmap/--gidmap container:host:size[,container:host:size…] (host = intermediate ids)."""
+    ranges = []
+    for item in text.split(","):
+        parts = item.split(":")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts) or int(parts[2]) == 0:
+            raise RlError(
+                f"invalid {flag} {item!r}: use container_id:host_id:amount, e.g. 0:1:1000"
+            )
+        ranges.append(IdRange(int(parts[0]), int(parts[1]), int(parts[2])))
+    return ranges
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})?$")
+
+
+def parse_hostname(text: str) -> str:
+    if not _HOSTNAME.match(text):
+        raise RlError(f"invalid hostname {text!r}: use up to 63 letters, digits, dots and dashes")
+    return text
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    if not key:
+        raise RlError(f"invalid label {text!r}: use KEY=VALUE")
+    return key, value
+
+
+ZONEINFO = Path("/usr/share/zoneinfo")
+
+
+def timezone_file(tz: str, zoneinfo: Path = ZONEINFO) -> Path:
+    """--tz: the zoneinfo file to copy to /etc/localtime ("local" is the host's own)."""
+    if tz == "local":
+        return Path("/etc/localtime")
+    path = zoneinfo / tz
+    if ".." in Path(tz).parts or tz.startswith("/") or not path.is_file():
+        raise RlError(f"finding timezone: unknown time zone {tz}")
+    return path
+
+
+def container_mapping(
+    options: RunOptions, base: IdMapping, host_uid: int, host_gid: int
+) -> IdMapping:
+    """The container's id mapping in host ids, from --userns/--uidmap/--gidmap.
+
+    `base` is the user's default mapping (0 -> the user, 1… -> subordinate ids); podman calls
+    that the intermediate namespace, and --uidmap's host ids and keep-id refer to it.
+    """
+    if options.uidmap or options.gidmap:
+        # podman: --uidmap alone sets both maps; --gidmap alone keeps the default uid map.
+        uidmap = options.uidmap or _identity(base.uids)
+        gidmap = options.gidmap or options.uidmap
+        uids = compose(uidmap, base.uids, "--uidmap")
+        gids = compose(gidmap, base.gids, "--gidmap")
+        if not _maps_host_id(uids, host_uid) or not _maps_host_id(gids, host_gid):
+            # The container's storage belongs to the user: without the user's ids in the
+            # namespace its root cannot reach it (podman would copy and chown the image).
+            raise RlError(
+                "--uidmap/--gidmap must map your own user, intermediate id 0, to some "
+                "container id (e.g. --uidmap 0:1:1000 --uidmap 1000:0:1): rl cannot yet give a "
+                "container a root filesystem without it"
+            )
+        return IdMapping(tuple(uids), tuple(gids))
+    if options.userns.mode == "keep-id":
+        if base.single:
+            raise RlError(
+                "--userns=keep-id needs subordinate ids: add a range for your user to "
+                "/etc/subuid and /etc/subgid (see `rl doctor`)"
+            )
+        uid = host_uid if options.userns.uid is None else options.userns.uid
+        gid = host_gid if options.userns.gid is None else options.userns.gid
+        return IdMapping(
+            tuple(compose(keep_id_ranges(uid, base.uids), base.uids, "--userns")),
+            tuple(compose(keep_id_ranges(gid, base.gids), base.gids, "--userns")),
+        )
+    return base
+
+
+def _maps_host_id(ranges: list[IdRange], host_id: int) -> bool:
+    return any(r.host <= host_id < r.host + r.size for r in ranges)
+
+
+def _identity(ranges: tuple[IdRange, ...]) -> list[IdRange]:
+    return [IdRange(r.container, r.container, r.size) for r in ranges]
+
+
+def keep_id_ranges(cid: int, base: tuple[IdRange, ...]) -> list[IdRange]:
+    """keep-id in intermediate ids: 0..cid-1 -> 1..cid, cid -> 0 (the user), the rest as is."""
+    total = sum(r.size for r in base)  # the user plus its subordinate ids
+    subs = total - 1
+    if cid > subs:
+        raise RlError(f"--userns=keep-id: uid/gid {cid} is beyond the {subs} subordinate ids")
+    ranges = []
+    if cid > 0:
+        ranges.append(IdRange(0, 1, cid))
+    ranges.append(IdRange(cid, 0, 1))
+    if subs - cid > 0:
+        ranges.append(IdRange(cid + 1, cid + 1, subs - cid))
+    return ranges
+
+
+def compose(wanted: list[IdRange], base: tuple[IdRange, ...], flag: str) -> list[IdRange]:
+    """Ranges container -> intermediate, turned into container -> host through `base`."""
+    out: list[IdRange] = []
+    for r in wanted:
+        container, inter, left = r.container, r.host, r.size
+        while left:
+            piece = next((b for b in base if b.container <= inter < b.container + b.size), None)
+            if piece is None:
+                raise RlError(
+                    f"{flag}: intermediate id {inter} is not mapped: your user has "
+                    f"{sum(b.size for b in base)} ids (0 is you, 1… are /etc/subuid's)"
+                )
+            take = min(left, piece.container + piece.size - inter)
+            out.append(IdRange(container, piece.host + inter - piece.container, take))
+            container, inter, left = container + take, inter + take, left - take
+    return out
