@@ -61,9 +61,10 @@ def _store() -> VolumeStore:
 
 
 def _containers_using(name: str) -> list[str]:
-    """The containers whose mounts use volume `name`. Containers are tracked by the runtime
-    (rootless.containers); until it answers this, no volume counts as in use."""
-    return []
+    """IDs of the containers whose mounts use volume `name`."""
+    from rootless.containers.store import ContainerStore
+
+    return ContainerStore.open().volume_users(name)
 
 
 # --- create ----------------------------------------------------------------------------

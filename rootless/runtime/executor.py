@@ -545,7 +545,7 @@ class _Launch:
             elif null >= 0:
                 os.dup2(null, 0)
                 os.close(null)
-            _chdir(plan.process.cwd)
+            _chdir(plan.process.cwd, plan.process.uid, plan.process.gid)
             # Default dispositions and no blocked signals from here on (Python ignores SIGPIPE,
             # and ignored signals survive execve). As pid 1, B still ignores stray signals.
             process.reset_signals()
@@ -642,11 +642,23 @@ def _set_oom_score_adj(value: int) -> None:
         ) from exc
 
 
-def _chdir(cwd: str) -> None:
+def _chdir(cwd: str, uid: int, gid: int) -> None:
+    """Enter the working directory, creating it (owned by the process's user) when the image
+    names one it does not contain, as runc and podman do. An explicit missing `-w` is refused
+    earlier, at create time, with podman's message."""
     try:
         os.chdir(cwd)
+        return
+    except FileNotFoundError:
+        pass
     except OSError as exc:
         raise OSError(exc.errno, f"chdir to `{cwd}`: {exc.strerror}") from exc
+    try:
+        os.makedirs(cwd, mode=0o755)
+        os.chown(cwd, uid, gid)
+        os.chdir(cwd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"create working directory `{cwd}`: {exc.strerror}") from exc
 
 
 def _kill_and_reap(pid: int) -> None:

@@ -151,6 +151,30 @@ def test_missing_workdir_flag_is_podmans_error(rlm: Rl) -> None:
     assert 'workdir "/no/such/dir" does not exist on container' in err
 
 
+def test_missing_image_workdir_is_created_for_the_user(rlm: Rl, workdir: Path) -> None:
+    """An image WorkingDir its layers lack is created, owned by the container user (podman)."""
+    from dataclasses import replace
+
+    from tests.images import build_image, minimal_spec, write_docker_archive
+
+    spec = minimal_spec("localhost/rl-test/no-workdir:latest")
+    spec = replace(spec, config={**spec.config, "WorkingDir": "/made/by/rl"})
+    archive = write_docker_archive(workdir / "no-workdir.tar", [build_image(spec)])
+    os.chmod(archive, 0o644)
+    rlm.ok("load", "-i", str(archive))
+    out = rlm.ok(
+        "run",
+        "--rm",
+        "-u",
+        "65534:65534",
+        "localhost/rl-test/no-workdir",
+        "sh",
+        "-c",
+        "pwd; stat -c %u:%g .",
+    ).stdout.split()
+    assert out == ["/made/by/rl", "65534:65534"]
+
+
 def test_entrypoint_override(rlm: Rl) -> None:
     assert rlm("run", "--rm", "--entrypoint", '["echo","a"]', IMAGE, "b").stdout == "a b\n"
     assert rlm("run", "--rm", "--entrypoint", "", IMAGE, "echo", "hi").stdout == "hi\n"
@@ -258,6 +282,15 @@ def test_named_volume_persists(rlm: Rl) -> None:
     sh(rlm, "echo kept > /vol/file", "-v", "f3a-test-vol:/vol")
     assert sh(rlm, "cat /vol/file", "-v", "f3a-test-vol:/vol").strip() == "kept"
     rlm.ok("volume", "rm", "f3a-test-vol")
+
+
+def test_volume_in_use_cannot_be_removed(rlm: Rl) -> None:
+    rlm.ok("run", "--name", "uses-vol", "-v", "busy-vol:/data", IMAGE, "true")
+    refused = rlm("volume", "rm", "busy-vol")
+    assert refused.returncode == 2, refused
+    assert "is being used" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    rlm.ok("rm", "uses-vol")
+    rlm.ok("volume", "rm", "busy-vol")
 
 
 def test_rm_removes_anonymous_volumes_only(rlm: Rl) -> None:
