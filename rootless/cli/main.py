@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn, cast
 
 from rootless import __version__
 from rootless.errors import EXIT_ERROR, RlError
@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "rootless.cli.volume",
     "rootless.cli.run",
     "rootless.cli.demo",
+    "rootless.cli.registry",
 )
 
 log = logging.getLogger("rl")
@@ -76,17 +77,44 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_ERROR)
 
 
-class CommandGroup:
-    """A set of subcommands (`rl …`, `rl image …`): a thin layer over argparse subparsers."""
+class _Unused:
+    """Stands in for the parser of a command this invocation does not run.
 
-    def __init__(self, parser: argparse.ArgumentParser, title: str = "Available Commands") -> None:
+    Building all ~40 argparse parsers costs ~10 ms of every start, and start-up time is a
+    benchmark target; every call on this object is accepted and ignored.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return self._ignore
+
+    def _ignore(self, *args: object, **kwargs: object) -> _Unused:
+        return self
+
+
+class CommandGroup:
+    """A set of subcommands (`rl …`, `rl image …`): a thin layer over argparse subparsers.
+
+    With `only`, just the command of that name (or alias) gets a real parser.
+    """
+
+    def __init__(
+        self,
+        parser: argparse.ArgumentParser,
+        title: str = "Available Commands",
+        only: str | None = None,
+    ) -> None:
         self.parser = parser
         self._sub = parser.add_subparsers(title=title, metavar="COMMAND", parser_class=Parser)
         self._groups: dict[str, CommandGroup] = {}
+        self.only = only
+        self.matched = False
 
     def command(
         self, name: str, summary: str, *, aliases: Sequence[str] = (), description: str = ""
     ) -> argparse.ArgumentParser:
+        if self.only is not None and self.only != name and self.only not in aliases:
+            return cast(argparse.ArgumentParser, _Unused())
+        self.matched = True
         parser = self._sub.add_parser(
             name,
             aliases=list(aliases),
@@ -100,6 +128,8 @@ class CommandGroup:
         if name in self._groups:
             return self._groups[name]
         parser = self.command(name, summary, aliases=aliases)
+        if isinstance(parser, _Unused):
+            return cast(CommandGroup, parser)
         group = CommandGroup(parser)
         parser.set_defaults(func=lambda args, p=parser: _print_help(p))
         self._groups[name] = group
@@ -111,7 +141,27 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def build_parser() -> tuple[Parser, CommandGroup]:
+# Global options that take a value, so that the command word can be found without argparse.
+_GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--log-level", "--root", "--storage-driver"})
+
+
+def command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (`rl --root X run …` -> "run"), if any."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _GLOBAL_OPTIONS_WITH_VALUE:
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return arg
+    return None
+
+
+def build_parser(only: str | None = None) -> tuple[Parser, CommandGroup]:
+    """The parser of `rl`; with `only`, real subparsers for that command alone (falling back
+    to all of them when no command has that name, so argparse can list the choices)."""
     parser = Parser(
         prog="rl",
         description="Manage pods, containers and images, rootless and without a daemon.",
@@ -124,16 +174,20 @@ def build_parser() -> tuple[Parser, CommandGroup]:
         help="Log messages above specified level (default: warn)",
     )
     parser.add_argument(
-        "--root", metavar="PATH", help="Path to the image and container store (default: ~/.local/share/rl)"
+        "--root",
+        metavar="PATH",
+        help="Path to the image and container store (default: ~/.local/share/rl)",
     )
     parser.add_argument(
         "--storage-driver",
         metavar="DRIVER",
         help="Storage driver for container root filesystems: auto, overlay, fuse, vfs",
     )
-    commands = CommandGroup(parser)
+    commands = CommandGroup(parser, only=only)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
+    if only is not None and not commands.matched:
+        return build_parser()
     parser.set_defaults(func=lambda args: _print_help(parser))
     return parser, commands
 
@@ -148,7 +202,8 @@ def _setup_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    parser, _ = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser, _ = build_parser(only=command_word(argv))
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
     if args.root:

@@ -1,0 +1,58 @@
+"""The CLI builds a real parser only for the command it runs; it must parse as the full one."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from rootless.cli.main import build_parser, command_word
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _shape(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
+    """Option strings and nested subcommands, recursively: what parsing depends on."""
+    shape = [tuple(a.option_strings) or (a.dest,) for a in parser._actions]
+    for name, sub in sorted(_subcommands(parser).items()):
+        shape += [(name, *opts) for opts in _shape(sub)]
+    return shape
+
+
+FULL, _ = build_parser()
+COMMANDS = sorted(_subcommands(FULL))
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_partial_parser_matches_the_full_one(name: str) -> None:
+    partial, _ = build_parser(only=name)
+    assert _shape(_subcommands(partial)[name]) == _shape(_subcommands(FULL)[name])
+
+
+def test_every_familiar_command_is_there() -> None:
+    for name in ("images", "load", "save", "import", "rmi", "tag", "run", "ps", "rm", "info"):
+        assert name in COMMANDS
+
+
+def test_unknown_command_falls_back_to_the_full_parser() -> None:
+    partial, _ = build_parser(only="no-such-command")
+    assert sorted(_subcommands(partial)) == COMMANDS
+
+
+@pytest.mark.parametrize(
+    ("argv", "word"),
+    [
+        (["run", "--rm", "x"], "run"),
+        (["--root", "/s", "images"], "images"),
+        (["--log-level", "debug", "--root=/s", "image", "ls"], "image"),
+        (["--storage-driver", "vfs", "-v"], None),
+        ([], None),
+    ],
+)
+def test_command_word(argv: list[str], word: str | None) -> None:
+    assert command_word(argv) == word
