@@ -626,13 +626,10 @@ def _run_prune(args: argparse.Namespace) -> int:
 
 
 def _df_size(size: float) -> str:
-    """go-units HumanSizeWithPrecision(size, 4), as `podman system df` prints it ("7.952MB")."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.4g}{units[i]}"
+    """As `podman system df` prints sizes ("7.952MB")."""
+    from rootless.cli.output import human_size
+
+    return human_size(size, precision=4, separator="")
 
 
 def _count_dirs(path: Any) -> int:

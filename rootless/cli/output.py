@@ -9,14 +9,17 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 
-def human_size(size: float) -> str:
-    """Decimal units with three significant digits, as podman prints them ("5.83 MB")."""
+def human_size(size: float, precision: int = 3, separator: str = " ") -> str:
+    """go-units HumanSizeWithPrecision: decimal units with `precision` significant digits.
+
+    podman prints image sizes with 3 ("5.83 MB") and `system df` with 4 and no space ("7.952MB").
+    """
     units = ["B", "kB", "MB", "GB", "TB", "PB"]
     i = 0
     while size >= 1000 and i < len(units) - 1:
         size /= 1000.0
         i += 1
-    return f"{size:.3g} {units[i]}"
+    return f"{size:.{precision}g}{separator}{units[i]}"
 
 
 def human_duration(seconds: float) -> str:
