@@ -9,44 +9,14 @@ name whose repository ends with that path. A registry client will extend this mo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from rootless.errors import RlError
+from rootless.registry.reference import DEFAULT_TAG, DOCKER_HUB, LOCALHOST, Reference
+from rootless.registry.reference import parse as _parse_reference
 
-DOCKER_HUB = "docker.io"
-LOCALHOST = "localhost"
-DEFAULT_TAG = "latest"
+__all__ = ["DEFAULT_TAG", "DOCKER_HUB", "LOCALHOST", "Reference", "parse"]
 
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_DOMAIN = re.compile(
-    r"^(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$"
-)
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
-
-
-@dataclass(frozen=True)
-class Reference:
-    """`registry/repository[:tag][@digest]`; `registry` is "" when the name had none."""
-
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The repository with its registry: what podman shows in the REPOSITORY column."""
-        return f"{self.registry}/{self.repository}" if self.registry else self.repository
-
-    def __str__(self) -> str:
-        text = self.name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
 
 
 def _invalid(text: str, why: str) -> RlError:
@@ -54,42 +24,14 @@ def _invalid(text: str, why: str) -> RlError:
 
 
 def parse(text: str) -> Reference:
-    """Split a reference into its parts without adding defaults; RlError when malformed."""
-    if not text or len(text) > 255 + 128 + 72:
-        raise _invalid(text, "empty or too long")
-    rest, digest = text, None
-    if "@" in rest:
-        rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
-            raise _invalid(text, "digest must be sha256: followed by 64 lowercase hex digits")
-    tag = None
-    slash = rest.rfind("/")
-    colon = rest.rfind(":")
-    if colon > slash:
-        rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG.match(tag):
-            raise _invalid(text, "bad tag")
-    registry = ""
-    first, sep, remainder = rest.partition("/")
-    if sep and ("." in first or ":" in first or first == LOCALHOST or first != first.lower()):
-        if not _DOMAIN.match(first):
-            raise _invalid(text, "bad registry host")
-        registry, rest = first, remainder
-    if rest != rest.lower():
-        raise _invalid(text, "repository name must be lowercase")
-    if not all(_COMPONENT.match(part) for part in rest.split("/")):
-        raise _invalid(text, "bad repository name")
-    return Reference(registry, rest, tag, digest)
+    """Split a reference into its parts without adding defaults (the distribution grammar of
+    rootless.registry.reference); RlError when malformed."""
+    return _parse_reference(text)
 
 
 def qualify(ref: Reference, registry: str) -> Reference:
     """`ref` with `registry` when it has none, Docker Hub's `library/` and the default tag."""
-    reg = ref.registry or registry
-    repo = ref.repository
-    if reg == DOCKER_HUB and "/" not in repo:
-        repo = f"library/{repo}"
-    tag = ref.tag if ref.tag or ref.digest else DEFAULT_TAG
-    return Reference(reg, repo, tag, ref.digest)
+    return ref.qualified(registry).with_default_tag()
 
 
 def normalize_archive_name(text: str) -> str:
