@@ -40,7 +40,7 @@ packages="uidmap fuse3 libfuse3-dev pkg-config python3-venv python3-dev python3-
 if [ "$with_tests" = 1 ]; then
     # The tests compare rl with podman/crun/runc/skopeo, push to a local registry, and make
     # network namespaces; the benchmarks also use fuse-overlayfs and slirp4netns.
-    packages="$packages docker-registry podman crun runc skopeo iproute2 libseccomp-dev fuse-overlayfs slirp4netns attr"
+    packages="$packages docker-registry podman crun runc skopeo iproute2 libseccomp-dev fuse-overlayfs slirp4netns attr openssl"
 fi
 
 missing_packages() {
@@ -147,7 +147,9 @@ if [ "$with_tests" = 0 ]; then
     "$rl" image create-demo
     step "rl images"
     "$rl" images
-    step "done: try \`rl images\`, and \`rl doctor\` to check this host"
+    step "rl run --rm localhost/rl-demo"
+    "$rl" run --rm localhost/rl-demo || die "the demo container failed: run \`rl doctor\` to see why"
+    step "done: try \`rl run --rm -it localhost/rl-demo sh\`, and \`rl doctor\` to check this host"
     exit 0
 fi
 
