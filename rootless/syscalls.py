@@ -99,7 +99,13 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
 _libc.mknod.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_ulong]
 _libc.mknodat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_ulong]
 _libc.setgroups.argtypes = [ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint)]
@@ -132,9 +138,7 @@ def mount(
     data: str | None = None,
 ) -> None:
     data_b = data.encode() if data is not None else None
-    res = _libc.mount(
-        _fs(source), _fs(target), fstype.encode() if fstype else None, flags, data_b
-    )
+    res = _libc.mount(_fs(source), _fs(target), fstype.encode() if fstype else None, flags, data_b)
     _check(res, f"mount {source!s} on {os.fsdecode(target)} (type {fstype}, {data or ''})")
 
 
@@ -142,7 +146,9 @@ def umount(target: str | bytes | os.PathLike[Any], flags: int = 0) -> None:
     _check(_libc.umount2(_fs(target), flags), f"umount {os.fsdecode(target)}")
 
 
-def pivot_root(new_root: str | bytes | os.PathLike[Any], put_old: str | bytes | os.PathLike[Any]) -> None:
+def pivot_root(
+    new_root: str | bytes | os.PathLike[Any], put_old: str | bytes | os.PathLike[Any]
+) -> None:
     res = _libc.syscall(_SYS_pivot_root, _fs(new_root), _fs(put_old))
     _check(res, f"pivot_root({os.fsdecode(new_root)}, {os.fsdecode(put_old)})")
 
@@ -167,7 +173,9 @@ def set_process_name(name: str) -> None:
     _check(_libc.prctl(PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0), f"prctl(PR_SET_NAME, {name})")
 
 
-def mknod(path: str | bytes | os.PathLike[Any], mode: int, device: int = 0, dir_fd: int | None = None) -> None:
+def mknod(
+    path: str | bytes | os.PathLike[Any], mode: int, device: int = 0, dir_fd: int | None = None
+) -> None:
     if dir_fd is None:
         res = _libc.mknod(_fs(path), mode, device)
     else:

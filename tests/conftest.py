@@ -43,8 +43,13 @@ class Rl:
         self.user = user
         self.root = root
 
-    def __call__(self, *args: str, input: bytes | str | None = None, timeout: float = 120,
-                 env: dict[str, str] | None = None) -> Result:
+    def __call__(
+        self,
+        *args: str,
+        input: bytes | str | None = None,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+    ) -> Result:
         return self.user.run(
             [rl_binary(), "--root", str(self.root), *args], input=input, timeout=timeout, env=env
         )

@@ -33,6 +33,12 @@ def rl_binary() -> str:
     raise RuntimeError("rl is not installed: run `packaging/install.sh --test` first")
 
 
+def installed_tool(name: str) -> str:
+    """A program of the venv rl is installed in (`python`, `fuseoverlay`), so tests use the
+    same installation as `rl`, readable by the test user."""
+    return str(Path(rl_binary()).parent / name)
+
+
 @dataclass
 class Result:
     returncode: int
@@ -110,7 +116,10 @@ class User:
 
 
 def _ensure_subids(name: str) -> None:
-    for path, flag in ((Path("/etc/subuid"), "--add-subuids"), (Path("/etc/subgid"), "--add-subgids")):
+    for path, flag in (
+        (Path("/etc/subuid"), "--add-subuids"),
+        (Path("/etc/subgid"), "--add-subgids"),
+    ):
         text = path.read_text() if path.exists() else ""
         if any(line.split(":")[0] == name for line in text.splitlines()):
             continue
@@ -130,9 +139,7 @@ def ensure_user() -> User:
     """Create (as root) or describe (as anyone else) the user the e2e tests run as."""
     if os.getuid() != 0:
         pw = pwd.getpwuid(os.getuid())
-        own_runtime = Path(
-            os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/rl-test-runtime-{pw.pw_uid}"
-        )
+        own_runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/rl-test-runtime-{pw.pw_uid}")
         own_runtime.mkdir(mode=0o700, exist_ok=True)
         return User(pw.pw_name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir), own_runtime)
     try:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.harness import Result, User
+from tests.harness import Result, User, installed_tool
 
-PYTHON = "/opt/rl/venv/bin/python"
+PYTHON = installed_tool("python")
 BUSYBOX = "/bin/busybox"
 # podman 4.3's rootless default set (CapEff 00000000800405fb).
 DEFAULT_CAPS = [

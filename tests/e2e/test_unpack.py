@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from tests.harness import User
+from tests.harness import User, installed_tool
 
 pytestmark = pytest.mark.e2e
 
 # rl's own venv python: it has `rootless` installed, whatever directory the tests run from.
-PYTHON = "/opt/rl/venv/bin/python"
+PYTHON = installed_tool("python")
 
 RUNNER = r"""
 import functools, json, os, sys
