@@ -106,6 +106,22 @@ class User:
             proc.stdout,
         )
 
+    def run_script(self, script: Path, *args: str, timeout: float = 240) -> Result:
+        """Run a helper script of the test suite as this user, with the installed python.
+
+        The script is copied out of the repository first: CI may clone it where the test user
+        cannot read. Such scripts import only the standard library and the installed rl.
+        """
+        copy_dir = Path(tempfile.mkdtemp(prefix="rl-script-", dir="/tmp"))
+        try:
+            os.chmod(copy_dir, 0o755)
+            copy = copy_dir / script.name
+            shutil.copyfile(script, copy)
+            os.chmod(copy, 0o644)
+            return self.run([installed_tool("python"), str(copy), *args], timeout=timeout)
+        finally:
+            shutil.rmtree(copy_dir, ignore_errors=True)
+
     def make_dir(self, prefix: str = "rl-test-") -> Path:
         """A fresh directory this user owns (tmp_path is private to root when root runs pytest)."""
         path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

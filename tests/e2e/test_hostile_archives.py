@@ -6,7 +6,6 @@ prove the whole load path keeps the promise."""
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from pathlib import Path
 

@@ -5,7 +5,6 @@ tmpfs, and podman 4.3's refusal of a missing host path."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import pytest
 from tests.conftest import _remove as remove_tree
 from tests.harness import User
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 VOLUME_OPTIONS = ["rw", "rprivate", "nosuid", "nodev", "rbind"]
 
@@ -24,8 +22,8 @@ VOLUME_OPTIONS = ["rw", "rprivate", "nosuid", "nodev", "rbind"]
 def outcome(user: User) -> Iterator[tuple[Path, dict[str, Any]]]:
     base = user.make_dir("rl-volmounts-")
     try:
-        result = user.run(
-            [sys.executable, "-m", "tests.e2e.storage_scenarios", "volumes", str(base)], cwd=REPO
+        result = user.run_script(
+            Path(__file__).with_name("storage_scenarios.py"), "volumes", str(base)
         )
         assert result.returncode == 0, str(result)
         yield base, json.loads(result.stdout)
