@@ -381,6 +381,48 @@ class ImageStore:
         finally:
             self._discard(staging_dir)
 
+    # --- pulled images (rootless.registry.pull) -------------------------------------------------
+
+    def new_staging_dir(self, kind: str) -> Path:
+        """A private directory under tmp/ for blobs on their way in; discard it afterwards."""
+        return self._staging_dir(kind)
+
+    def discard_staging_dir(self, staging_dir: Path) -> None:
+        self._discard(staging_dir)
+
+    def blob_digests(self, digests: Iterable[str]) -> set[str]:
+        """Those of `digests` whose blob the store holds."""
+        return {d for d in digests if self.blob_path(d).is_file()}
+
+    def commit_pulled(
+        self,
+        staging_dir: Path,
+        *,
+        name: str,
+        manifest: bytes,
+        manifest_type: str,
+        config: bytes,
+        layers: Sequence[tuple[str, str, str, Path | None]],
+    ) -> str:
+        """Add a pulled image; returns its ID. `layers`, bottom first, are (blob digest,
+        diff-id, media type, the verified blob staged in `staging_dir`, or None when the
+        store already has the blob). The staging directory is consumed."""
+        staging = archive.Staging(staging_dir)
+        config_blob = staging.add_bytes(config)
+        manifest_blob = staging.add_bytes(manifest)
+        image_layers = []
+        for digest, diff_id, media_type, staged in layers:
+            path = staged or self.blob_path(digest)
+            size = path.stat().st_size if path.exists() else 0
+            blob = archive.Blob(path, digest, size)
+            image_layers.append(archive.ArchiveLayer(blob, diff_id, media_type))
+        image = archive.ArchiveImage(
+            [name], config_blob, json.loads(config), manifest_blob, manifest_type, image_layers
+        )
+        _check_layer_types([image])
+        self._commit(staging_dir, [image])
+        return image.id
+
     def _commit(self, staging_dir: Path, images: list[archive.ArchiveImage]) -> list[str]:
         from rootless.userns import run_in_userns
 

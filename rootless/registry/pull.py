@@ -1,0 +1,409 @@
+"""`rl pull`: registry -> image store.
+
+The order of work: resolve the name (short names through registries.conf), choose where to
+pull from (mirrors, then the registry), fetch the manifest (and from an index the one for the
+wanted platform), then the config, then the layers the store lacks, at most
+`CONCURRENT_LAYERS` at a time, into a private staging directory under the store's `tmp/`.
+Every blob is verified (size and sha256) as it is written there; only then does the store
+commit the image in one step (unpacking the new layers). Any failure leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rootless.errors import RlError
+from rootless.registry.auth import Credentials, repository_scope
+from rootless.registry.manifests import (
+    ACCEPT,
+    Descriptor,
+    ImageIndex,
+    Manifest,
+    Platform,
+    parse_manifest,
+    select_platform,
+    verify_digest,
+)
+from rootless.registry.reference import Reference
+from rootless.registry.shortnames import is_insecure_registry
+
+if TYPE_CHECKING:
+    from rootless.images.store import ImageStore
+    from rootless.registry.shortnames import RegistriesConfig
+
+CONCURRENT_LAYERS = 3
+CONFIG_SIZE_LIMIT = 8 << 20
+
+
+# --- pure planning --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    descriptor: Descriptor
+    diff_id: str
+    fetch: bool  # False: the store already has the blob (or an earlier layer fetches it)
+
+
+def short_digest(digest: str, length: int = 12) -> str:
+    """What podman prints: `Copying blob 3f4d90098f5b`, `Copying config 9c7a54a9a4`."""
+    return digest.partition(":")[2][:length]
+
+
+def config_diff_ids(config: Any, source: str) -> list[str]:
+    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+        raise RlError(f"{source}: the image config has no rootfs.diff_ids list")
+    return list(diff_ids)
+
+
+def plan_layers(
+    manifest: Manifest,
+    diff_ids: list[str],
+    have_blobs: set[str],
+    *,
+    source: str,
+    zstd_available: bool,
+) -> list[LayerPlan]:
+    """Which layer blobs to download: those the store lacks, each once even when the manifest
+    lists it twice. A layer the store has unpacked under the same diff-id but from another blob
+    (the same content compressed differently) is still downloaded, so that `rl save` and
+    `rl push` find every blob of the image; the store does not unpack it again."""
+    if not manifest.is_container_image:
+        raise RlError(
+            f"{source}: not a container image (config media type "
+            f"{manifest.config.media_type!r}); rl pulls images only"
+        )
+    if len(diff_ids) != len(manifest.layers):
+        raise RlError(
+            f"{source}: the manifest lists {len(manifest.layers)} layers but the config "
+            f"{len(diff_ids)} diff-ids"
+        )
+    plans: list[LayerPlan] = []
+    planned: set[str] = set()
+    for descriptor, diff_id in zip(manifest.layers, diff_ids, strict=True):
+        if descriptor.compression == "zstd" and not zstd_available:
+            raise RlError(
+                f"{source}: layer {descriptor.digest} is zstd-compressed and the Python "
+                "module `zstandard` is not installed (pip install zstandard)"
+            )
+        if not descriptor.digest.startswith("sha256:"):
+            raise RlError(f"{source}: layer digest {descriptor.digest} is not sha256")
+        present = descriptor.digest in have_blobs or descriptor.digest in planned
+        plans.append(LayerPlan(descriptor, diff_id, fetch=not present))
+        planned.add(descriptor.digest)
+    return plans
+
+
+def image_name(ref: Reference) -> str:
+    """The name the pulled image gets: `host/repo:tag`, or `host/repo@digest` by digest."""
+    if ref.digest is not None:
+        return f"{ref.name}@{ref.digest}"
+    return str(ref.with_default_tag())
+
+
+def zstd_available() -> bool:
+    return importlib.util.find_spec("zstandard") is not None
+
+
+# --- options and output -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    platform: Platform | None = None
+    verify_tls: bool | None = None  # None: registries.conf decides
+    authfile: str | None = None
+    credentials: Credentials | None = None
+    quiet: bool = False
+    cert_dir: Path | None = None
+
+
+@dataclass
+class Progress:
+    """podman's progress lines on stderr (nothing with -q). On a pipe podman names each blob
+    by its full digest as the copy starts; on a terminal its progress bars end as
+    `Copying blob 3f4d90098f5b done`, which rl prints without the bars."""
+
+    quiet: bool = False
+    tty: bool = field(default_factory=lambda: sys.stderr.isatty())
+    write: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            self.write(text)
+
+    def copying(self, kind: str, digest: str, *, skipped: bool = False) -> None:
+        """`kind` is "blob" or "config"."""
+        if not self.tty:
+            self.line(f"Copying {kind} {digest}")
+            return
+        short = short_digest(digest, 12 if kind == "blob" else 10)
+        self.line(f"Copying {kind} {short} {'skipped: already exists' if skipped else 'done'}")
+
+    def done(self) -> None:
+        self.line("Writing manifest to image destination")
+        self.line("Storing signatures")
+
+
+@dataclass
+class Fetched:
+    """What the async part hands the store: all blobs staged and verified."""
+
+    name: str
+    manifest_bytes: bytes
+    manifest_type: str
+    config_bytes: bytes
+    layers: list[LayerPlan]
+    staged: dict[str, Path]  # blob digest -> staged file
+
+
+# --- the I/O shell ----------------------------------------------------------------------------
+
+
+def pull(text: str, options: PullOptions) -> str:
+    """Pull `text` into the store; returns the image ID."""
+    from rootless.images.store import ImageStore
+    from rootless.registry.reference import parse
+    from rootless.registry.shortnames import load_registries_config, resolve_short_name
+
+    progress = Progress(options.quiet)
+    config = load_registries_config()
+    resolution = resolve_short_name(parse(text), config, tty=False)
+    if resolution.rationale == "alias":
+        progress.line(f'Resolved "{resolution.short_name}" as an alias ({resolution.origin})')
+    store = ImageStore.open()
+    try:
+        errors: list[RlError] = []
+        for candidate in resolution.candidates:
+            try:
+                return _pull_candidate(store, candidate, config, options, progress)
+            except RlError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise RlError("; ".join(e.message for e in errors))
+    finally:
+        store.close()
+
+
+def pull_all_tags(text: str, options: PullOptions) -> list[str]:
+    """`rl pull --all-tags REPO`: every tag of the repository; returns the image IDs."""
+    import trio
+
+    from rootless.registry.authfile import lookup_credentials
+    from rootless.registry.client import RegistryClient
+    from rootless.registry.reference import parse
+    from rootless.registry.shortnames import load_registries_config, resolve_short_name
+
+    ref = parse(text)
+    if ref.tag is not None or ref.digest is not None:
+        raise RlError("tag can't be used with --all-tags/-a")
+    config = load_registries_config()
+    [qualified, *_] = resolve_short_name(ref, config, tty=False).candidates
+    repository = replace(qualified, tag=None, digest=None)
+    insecure = (
+        is_insecure_registry(repository.domain, config)
+        if options.verify_tls is None
+        else not options.verify_tls
+    )
+
+    async def list_tags() -> list[str]:
+        credentials = options.credentials or lookup_credentials(repository.name, options.authfile)
+        async with RegistryClient(
+            repository.domain, credentials=credentials, insecure=insecure, cert_dir=options.cert_dir
+        ) as client:
+            await client.ping()
+            return await client.list_tags(repository.path, [repository_scope(repository.path)])
+
+    tags = trio.run(list_tags)
+    if not tags:
+        raise RlError(f"{repository}: the repository has no tags")
+    return [pull(str(repository.with_tag(tag)), options) for tag in tags]
+
+
+def _pull_candidate(
+    store: ImageStore,
+    ref: Reference,
+    config: RegistriesConfig,
+    options: PullOptions,
+    progress: Progress,
+) -> str:
+    import trio
+
+    from rootless.registry.shortnames import registry_for
+
+    progress.line(f"Trying to pull {ref}...")
+    staging_dir = store.new_staging_dir("pull")
+    try:
+        failures: list[RlError] = []
+        for source in registry_for(ref, config).pull_sources():  # mirrors first
+            insecure = source.insecure if options.verify_tls is None else not options.verify_tls
+            try:
+                fetched = trio.run(
+                    _fetch,
+                    store,
+                    source.reference,
+                    image_name(ref),
+                    options,
+                    insecure,
+                    staging_dir,
+                    progress,
+                )
+                break
+            except RlError as exc:
+                failures.append(exc)
+        else:
+            raise failures[-1]  # the registry's own answer, after any mirrors
+        progress.done()
+        return store.commit_pulled(
+            staging_dir,
+            name=fetched.name,
+            manifest=fetched.manifest_bytes,
+            manifest_type=fetched.manifest_type,
+            config=fetched.config_bytes,
+            layers=[
+                (
+                    p.descriptor.digest,
+                    p.diff_id,
+                    p.descriptor.media_type,
+                    fetched.staged.get(p.descriptor.digest),
+                )
+                for p in fetched.layers
+            ],
+        )
+    finally:
+        store.discard_staging_dir(staging_dir)
+
+
+async def _fetch(
+    store: ImageStore,
+    ref: Reference,
+    name: str,
+    options: PullOptions,
+    insecure: bool,
+    staging_dir: Path,
+    progress: Progress,
+) -> Fetched:
+    import trio
+
+    from rootless.registry.authfile import lookup_credentials
+    from rootless.registry.client import BlobTarget, RegistryClient
+
+    credentials = options.credentials or lookup_credentials(ref.name, options.authfile)
+    scopes = [repository_scope(ref.path, "pull")]
+    shown = str(ref)
+    async with RegistryClient(
+        ref.domain, credentials=credentials, insecure=insecure, cert_dir=options.cert_dir
+    ) as client:
+        await client.ping()
+        wanted = ref.digest or ref.tag or "latest"
+        got = await client.get_manifest(ref.path, wanted, scopes, ACCEPT)
+        if got is None:
+            raise RlError(
+                f"{shown}: reading manifest {wanted} in {ref.domain}/{ref.path}: "
+                "manifest unknown (no such image or tag in the registry)"
+            )
+        body, content_type, served_digest = got
+        _check_manifest_digest(body, ref.digest or served_digest, shown)
+        parsed = parse_manifest(body, content_type, source=shown)
+        if isinstance(parsed, ImageIndex):
+            choice = select_platform(parsed, options.platform)
+            got = await client.get_manifest(ref.path, choice.digest, scopes, ACCEPT)
+            if got is None:
+                raise RlError(
+                    f"{shown}: the manifest for {choice.platform} ({choice.digest}) is missing "
+                    "from the registry"
+                )
+            body, content_type, _ = got
+            verify_digest(body, choice.digest, what=f"{shown} manifest for {choice.platform}")
+            parsed = parse_manifest(body, content_type, source=shown)
+            if isinstance(parsed, ImageIndex):
+                raise RlError(f"{shown}: an index inside an index is not supported")
+        manifest: Manifest = parsed
+        progress.line("Getting image source signatures")
+        config_bytes = await client.fetch_blob_bytes(
+            ref.path,
+            BlobTarget(manifest.config.digest, manifest.config.size),
+            scopes,
+            limit=CONFIG_SIZE_LIMIT,
+        )
+        try:
+            config = json.loads(config_bytes)
+        except ValueError as exc:
+            raise RlError(f"{shown}: the image config is not JSON: {exc}") from None
+        layer_digests = [d.digest for d in manifest.layers]
+        # The same image (by config digest) may be in the store already, loaded from an
+        # archive with its layers compressed differently: then it needs no blob at all.
+        have = (
+            set(layer_digests)
+            if store.exists(manifest.config.digest)
+            else store.blob_digests(layer_digests)
+        )
+        plans = plan_layers(
+            manifest,
+            config_diff_ids(config, shown),
+            have,
+            source=shown,
+            zstd_available=zstd_available(),
+        )
+        staged: dict[str, Path] = {}
+        limiter = trio.CapacityLimiter(CONCURRENT_LAYERS)
+
+        async def download(plan: LayerPlan) -> None:
+            async with limiter:
+                dest = staging_dir / f"blob-{short_digest(plan.descriptor.digest, 64)}"
+                await client.fetch_blob(
+                    ref.path,
+                    BlobTarget(plan.descriptor.digest, plan.descriptor.size),
+                    dest,
+                    scopes,
+                )
+                staged[plan.descriptor.digest] = dest
+                progress.copying("blob", plan.descriptor.digest)
+
+        async with first_error(), trio.open_nursery() as nursery:
+            for plan in plans:
+                if plan.fetch:
+                    nursery.start_soon(download, plan)
+                else:
+                    progress.copying("blob", plan.descriptor.digest, skipped=True)
+        progress.copying("config", manifest.config.digest)
+        return Fetched(name, body, manifest.media_type, config_bytes, plans, staged)
+
+
+@contextlib.asynccontextmanager
+async def first_error() -> AsyncIterator[None]:
+    """A nursery's failure as the one RlError behind it (trio groups task errors)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        for leaf in leaves:
+            if isinstance(leaf, RlError):
+                raise leaf from None
+        raise leaves[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def _check_manifest_digest(body: bytes, expected: str | None, shown: str) -> None:
+    """By digest the manifest must hash to it; by tag to what the registry says it is."""
+    if expected is None:
+        return
+    if expected.partition(":")[0] not in ("sha256", "sha384", "sha512"):
+        return
+    verify_digest(body, expected, what=f"{shown} manifest")
