@@ -162,8 +162,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "--pull",
         default="missing",
         metavar="POLICY",
-        help="Pull image policy: missing (default) or never; rl has no registry client yet, "
-        "so both use the local store only",
+        help="Pull image policy: missing (default: pull only when not in the local store), "
+        "always, newer (pull when the registry has another image, else use the local one), never",
     )
     add("--read-only", action="store_true", help="Make containers root filesystem read-only")
     add(

@@ -23,6 +23,7 @@ from rootless.runtime.options import RunOptions, container_mapping, timezone_fil
 from rootless.runtime.spec import ProcessSettings, build_spec, resolve_args, resolve_process
 
 if TYPE_CHECKING:
+    from rootless.images.store import Image, ImageStore
     from rootless.mountflags import MountRequest
     from rootless.storage import RootfsProvider
     from rootless.userns import IdMapping
@@ -126,14 +127,30 @@ def open_image(options: RunOptions) -> ImageSource:
 
     store = ImageStore.open()
     try:
-        # --pull=missing would pull here once rl has a registry client; until then both
-        # policies mean "from the local store", and a missing image gets podman's error.
-        image = store.resolve(options.image)
+        image = _image_by_policy(store, options.image, options.pull)
         lowers = [store.layer_path(d) for d in reversed(image.diff_ids)]
     finally:
         store.close()
     name = image.names[0] if image.names else image.id
     return ImageSource(name, image.id, image.config, lowers)
+
+
+def _image_by_policy(store: ImageStore, ref: str, policy: str) -> Image:
+    """The image to run under podman's --pull policy; pulls (progress on stderr) as needed."""
+    local = store.find(ref) if policy != "always" else None
+    if local is not None and policy in ("missing", "never"):
+        return local[0]
+    if policy == "never":
+        return store.resolve(ref)  # podman's "image not known"
+    from rootless.registry.pull import PullOptions, pull
+
+    try:
+        image_id = pull(ref, PullOptions())
+    except RlError:
+        if local is None:  # newer: the local image serves when the registry cannot answer
+            raise
+        return local[0]
+    return store.resolve(image_id)
 
 
 # --- host facts -----------------------------------------------------------------------

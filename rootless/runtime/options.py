@@ -16,7 +16,7 @@ from rootless.userns import IdMapping, IdRange
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 NETWORK_MODES = ("none", "host")
-PULL_POLICIES = ("never", "missing")
+PULL_POLICIES = ("always", "missing", "never", "newer")
 # Until user-mode networking lands, a container gets a network namespace with loopback only.
 DEFAULT_NETWORK = "none"
 
@@ -89,12 +89,7 @@ def parse_size(text: str, flag: str = "--shm-size") -> int:
 def parse_pull(text: str) -> str:
     if text in PULL_POLICIES:
         return text
-    if text in ("always", "newer"):
-        raise RlError(
-            f"--pull={text} needs a registry client, which rl does not have yet: load the image "
-            "with `rl load` and use --pull=missing or --pull=never"
-        )
-    raise RlError(f'invalid pull policy "{text}": use missing or never')
+    raise RlError(f'invalid pull policy "{text}": use always, missing, never or newer')
 
 
 def parse_entrypoint(text: str) -> list[str]:

@@ -509,3 +509,35 @@ def test_same_layer_compressed_differently(rl: Rl, registry: Registry, workdir: 
     assert (rl.root / "blobs/sha256" / packed.layer_digests[0][7:]).is_file()
     rl.ok("save", "-o", str(workdir / "saved.tar"), f"{host}/recompressed/app:gzip")
     rl.ok("push", INSECURE, f"{host}/recompressed/app:gzip", f"{host}/recompressed/copy:1")
+
+
+def test_run_pulls_by_policy(
+    rl: Rl, registry: Registry, image_archives: ArchiveSet, workdir: Path
+) -> None:
+    """rl run --pull=missing (default) pulls what the store lacks, never refuses to, always pulls
+    again, newer falls back to the local image when the registry cannot answer."""
+    push_loaded_busybox(rl, registry, image_archives, "runpull/busybox:1")
+    conf = workdir / "registries.conf"
+    conf.write_text(f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
+    env = {"CONTAINERS_REGISTRIES_CONF": str(conf)}
+    ref = f"{registry.host}/runpull/busybox:1"
+    other = fresh(rl, "runpull")
+
+    never = other("run", "--rm", "--pull=never", ref, "true", env=env)
+    assert never.returncode == 125 and "image not known" in never.stderr, never
+    first = other("run", "--rm", ref, "echo", "ran", env=env)
+    assert first.returncode == 0 and first.stdout == "ran\n", first
+    assert "Writing manifest to image destination" in first.stderr
+    again = other("run", "--rm", ref, "true", env=env)
+    assert again.returncode == 0 and "Writing manifest" not in again.stderr, again
+    always = other("run", "--rm", "--pull=always", ref, "true", env=env)
+    assert always.returncode == 0 and "Trying to pull" in always.stderr, always
+
+    gone = "127.0.0.1:1/runpull/busybox:1"  # nothing listens there
+    other.ok("tag", ref, gone)
+    newer = other("run", "--rm", "--pull=newer", gone, "echo", "local", env=env)
+    assert newer.returncode == 0 and newer.stdout == "local\n", newer
+    refused = other("run", "--rm", "--pull=always", gone, "true", env=env)
+    assert refused.returncode == 125, refused
+    assert refused.stderr.splitlines()[-1].startswith("Error: 127.0.0.1:1: connection refused")
+    assert rl("run", "--pull=sometimes", ref, "true").returncode == 125
