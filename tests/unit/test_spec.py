@@ -463,7 +463,7 @@ def test_single_mapping_sets_no_groups() -> None:
 def test_parse_pull() -> None:
     assert parse_pull("never") == "never"
     assert parse_pull("missing") == "missing"
-    with pytest.raises(RlError, match="registry client"):
-        parse_pull("always")
+    assert parse_pull("always") == "always"
+    assert parse_pull("newer") == "newer"
     with pytest.raises(RlError, match="invalid pull policy"):
         parse_pull("sometimes")
