@@ -28,8 +28,10 @@ def is_whiteout(st: os.stat_result) -> bool:
 
 class Layers:
     def __init__(self, upper: str, lowers: Sequence[str], work: str) -> None:
-        self.roots: list[bytes] = [os.fsencode(os.path.abspath(d)) for d in (upper, *lowers)]
-        self.work = os.fsencode(os.path.abspath(work))
+        # realpath: a layer dir may be named through a symlink (podman's `l/<short id>`), and
+        # entries are looked at with lstat, which would see the link instead of the dir.
+        self.roots: list[bytes] = [os.fsencode(os.path.realpath(d)) for d in (upper, *lowers)]
+        self.work = os.fsencode(os.path.realpath(work))
         self._counter = 0
 
     def clean_work(self) -> None:

@@ -121,6 +121,8 @@ class CommandGroup:
             help=summary,
             description=description or summary,
         )
+        # Like podman's global flags, --storage-driver also works after the command word.
+        parser.add_argument("--storage-driver", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return parser
 
     def group(self, name: str, summary: str, *, aliases: Sequence[str] = ()) -> CommandGroup:

@@ -34,7 +34,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from rootless import syscalls as sc
 from rootless.errors import EXIT_ERROR, RlError
@@ -48,6 +48,9 @@ from rootless.runtime.namespaces import (
     plan_namespaces,
 )
 from rootless.userns import IdMapping, IdRange, apply_mapping, default_mapping
+
+if TYPE_CHECKING:
+    from rootless.storage import RootfsProvider
 
 # Signals rl passes on to the container (podman's --sig-proxy); synchronous faults, job
 # control, SIGCHLD, SIGPIPE, SIGURG and SIGWINCH (the terminal's business) stay rl's own.
@@ -70,10 +73,6 @@ _SECCOMP_FLAGS = {
     "SECCOMP_FILTER_FLAG_LOG": 2,
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
 }
-
-
-class RootfsProvider(Protocol):
-    def mount(self, target: Path) -> None: ...
 
 
 class LaunchPlan(NamedTuple):
@@ -396,6 +395,8 @@ class _Launch:
                 _kill_and_reap(pid)
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+            if self.rootfs is not None:
+                self.rootfs.release()  # e.g. reap the fuse driver's helper
 
     def _proxy_signals(self) -> dict[int, Any]:
         def forward(sig: int, _frame: object) -> None:

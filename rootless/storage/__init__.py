@@ -5,18 +5,23 @@
     rootfs.mount(target)                           # inside the container's user+mount ns
     driver.remove(container_dir)                   # when the container is removed
 
-`overlay` mounts kernel overlayfs in the user namespace; `vfs` copies the merged layers; `auto`
-picks overlay when a probe mount works here. The FUSE driver will arrive through this seam.
+`overlay` mounts kernel overlayfs in the user namespace; `fuse` serves the layers through a
+fuseoverlay helper process per container; `vfs` copies the merged layers; `auto` picks overlay
+when a probe mount works here, else fuse when a probe fuseoverlay mount works, else vfs.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rootless.errors import RlError
+
+if TYPE_CHECKING:
+    from rootless.storage.probe import ProbeResult
 
 DRIVER_NAMES = ("auto", "overlay", "fuse", "vfs")
 ENV_VAR = "RL_STORAGE_DRIVER"
@@ -30,6 +35,10 @@ class RootfsProvider(Protocol):
     def mount(self, target: Path) -> None:
         """Mount the root filesystem on `target`; called as root inside the container's user
         and mount namespaces, before any spec mount."""
+
+    def release(self) -> object:
+        """Called once in rl after the container has ended: stop whatever serves the mount
+        (the fuse driver's helper process); nothing for kernel mounts."""
 
 
 class StorageDriver(Protocol):
@@ -81,34 +90,39 @@ def _read_config() -> str:
         return ""
 
 
-def choose_driver(requested: str, overlay_works: bool | None, why_not: str = "") -> tuple[str, str]:
-    """The pure decision: (driver name, reason). `overlay_works` is the probe's answer
-    (only consulted for "auto")."""
-    if requested == "fuse":
-        raise RlError(
-            "the fuse storage driver is not available yet: use --storage-driver overlay or vfs"
-        )
-    if requested in ("overlay", "vfs"):
+def choose_driver(requested: str, probe: Callable[[str], ProbeResult]) -> tuple[str, str]:
+    """The pure decision: (driver name, reason). For "auto", `probe("overlay")` and, only when
+    overlay does not work, `probe("fuse")` say what works here."""
+    if requested in ("overlay", "fuse", "vfs"):
         return requested, "chosen explicitly"
     if requested != "auto":
         raise RlError(
             f'unknown storage driver "{requested}": choose one of {", ".join(DRIVER_NAMES)}'
         )
-    if overlay_works:
+    overlay = probe("overlay")
+    if overlay.works:
         return "overlay", "kernel overlayfs works in a user namespace here"
-    return "vfs", f"kernel overlayfs does not work in a user namespace here ({why_not})"
+    fuse = probe("fuse")
+    if fuse.works:
+        return "fuse", (
+            f"kernel overlayfs does not work in a user namespace here ({overlay.reason}); "
+            "fuseoverlay does"
+        )
+    return "vfs", (
+        f"neither kernel overlayfs ({overlay.reason}) nor fuseoverlay ({fuse.reason}) works "
+        "in a user namespace here"
+    )
+
+
+def _probe(kind: str) -> ProbeResult:
+    from rootless.storage import probe
+
+    return probe.overlay_support() if kind == "overlay" else probe.fuse_support()
 
 
 def _decide(name: str | None) -> tuple[str, str]:
     requested, origin = requested_driver(name)
-    works: bool | None = None
-    why_not = ""
-    if requested == "auto":
-        from rootless.storage.probe import overlay_support
-
-        probe = overlay_support()
-        works, why_not = probe.works, probe.reason
-    driver, reason = choose_driver(requested, works, why_not)
+    driver, reason = choose_driver(requested, _probe)
     if requested != "auto":
         reason = f"{reason} ({origin})"
     return driver, reason
@@ -128,7 +142,12 @@ def driver_by_name(name: str) -> StorageDriver:
         from rootless.storage.vfs import VfsDriver
 
         return VfsDriver()
-    choose_driver(name, None)  # raises the right error for fuse and unknown names
+    if name == "fuse":
+        from rootless.storage.fuse import FuseDriver
+
+        return FuseDriver()
+    if name not in DRIVER_NAMES:
+        choose_driver(name, _probe)  # raises the error that lists the names
     raise RlError(f'storage driver "{name}" cannot be used directly')
 
 

@@ -78,6 +78,9 @@ class OverlayRootfs:
     def mount(self, target: Path) -> None:
         mount_overlay(self.base, self.lowers, self.upper, self.work, target, hint=self.hint)
 
+    def release(self) -> None:
+        """The kernel serves the mount: nothing to stop."""
+
 
 def link_lowers(base: Path, lower_dirs: Sequence[Path]) -> tuple[str, ...]:
     """(Re)create `base/l/<n>` -> each lower dir; returns the short names, top first.

@@ -29,6 +29,9 @@ class BindRootfs:
                 f"{exc.strerror or exc}"
             ) from exc
 
+    def release(self) -> None:
+        """The kernel serves the mount: nothing to stop."""
+
 
 def _copy_layers(lowers: list[str], dest: str) -> None:
     from rootless.storage.tree import merge_layers, remove_tree

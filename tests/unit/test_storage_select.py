@@ -4,12 +4,21 @@ config.yaml > auto, and what auto makes of the overlay probe."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rootless import storage
 from rootless.errors import RlError
+from rootless.storage.fuse import (
+    FuseDriver,
+    describe_death,
+    mapping_option,
+    mount_data,
+    parse_id_map,
+    shift_ranges,
+)
 from rootless.storage.overlay import (
     MAX_OPTIONS,
     OverlayDriver,
@@ -17,6 +26,7 @@ from rootless.storage.overlay import (
     mount_overlay,
     overlay_options,
 )
+from rootless.storage.probe import ProbeResult
 from rootless.storage.vfs import BindRootfs, VfsDriver
 
 
@@ -48,19 +58,39 @@ def test_precedence() -> None:
     assert storage.requested_driver("", {"RL_STORAGE_DRIVER": ""}, "")[0] == "auto"
 
 
-def test_auto_follows_the_probe() -> None:
-    assert storage.choose_driver("auto", True)[0] == "overlay"
-    name, reason = storage.choose_driver("auto", False, "mount: EPERM")
-    assert name == "vfs" and "mount: EPERM" in reason
-    assert storage.choose_driver("overlay", False)[0] == "overlay"  # explicit wins
-    assert storage.choose_driver("vfs", True)[0] == "vfs"
+def _probes(**answers: tuple[bool, str]) -> Callable[[str], ProbeResult]:
+    asked: list[str] = []
+
+    def probe(kind: str) -> ProbeResult:
+        asked.append(kind)
+        return ProbeResult(*answers[kind])
+
+    probe.asked = asked  # type: ignore[attr-defined]
+    return probe
 
 
-def test_fuse_and_unknown_names_are_errors() -> None:
-    with pytest.raises(RlError, match="the fuse storage driver is not available yet"):
-        storage.choose_driver("fuse", True)
+def test_auto_follows_the_probes() -> None:
+    overlay_ok = _probes(overlay=(True, ""))
+    assert storage.choose_driver("auto", overlay_ok)[0] == "overlay"
+    assert overlay_ok.asked == ["overlay"]  # type: ignore[attr-defined]  # fuse not probed
+    name, reason = storage.choose_driver(
+        "auto", _probes(overlay=(False, "mount: EPERM"), fuse=(True, ""))
+    )
+    assert name == "fuse" and "mount: EPERM" in reason and "fuseoverlay does" in reason
+    name, reason = storage.choose_driver(
+        "auto", _probes(overlay=(False, "mount: EPERM"), fuse=(False, "/dev/fuse is missing"))
+    )
+    assert name == "vfs" and "mount: EPERM" in reason and "/dev/fuse is missing" in reason
+    never = _probes()
+    assert storage.choose_driver("overlay", never)[0] == "overlay"  # explicit wins
+    assert storage.choose_driver("vfs", never)[0] == "vfs"
+    assert storage.choose_driver("fuse", never) == ("fuse", "chosen explicitly")
+    assert never.asked == []  # type: ignore[attr-defined]
+
+
+def test_unknown_names_are_errors() -> None:
     with pytest.raises(RlError) as info:
-        storage.choose_driver("btrfs", True)
+        storage.choose_driver("btrfs", _probes())
     assert info.value.message == (
         'unknown storage driver "btrfs": choose one of auto, overlay, fuse, vfs'
     )
@@ -73,6 +103,7 @@ def test_select_driver_explicit_names(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.delenv("RL_STORAGE_DRIVER", raising=False)
     assert isinstance(storage.select_driver("vfs"), VfsDriver)
     assert isinstance(storage.select_driver("overlay"), OverlayDriver)
+    assert isinstance(storage.select_driver("fuse"), FuseDriver)
     monkeypatch.setenv("RL_STORAGE_DRIVER", "vfs")
     assert isinstance(storage.select_driver(None), VfsDriver)
     monkeypatch.delenv("RL_STORAGE_DRIVER")
@@ -123,3 +154,43 @@ def test_rootfs_provider_checks_the_path(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     provider = storage.rootfs_provider("sub", tmp_path / "c", cwd=str(tmp_path))
     assert isinstance(provider, BindRootfs) and provider.source == tmp_path / "sub"
+
+
+# --- the fuse driver's pure parts ---------------------------------------------------------
+
+STORE = [(0, 1001, 1), (1, 100000, 65536)]  # the default mapping of the test user
+
+
+def test_same_mapping_needs_no_shift() -> None:
+    assert shift_ranges(STORE, list(reversed(STORE))) == []
+
+
+def test_keep_id_shift_shows_the_image_owners() -> None:
+    # --userns=keep-id for uid 1001: 0..1000 -> subids, 1001 -> the user, 1002.. -> the rest.
+    keep_id = parse_id_map("0 100000 1001\n1001 1001 1\n1002 101001 64535\n")
+    ranges = shift_ranges(keep_id, STORE)
+    # the image's root (store 0 = the user) is what the container calls 1001 ...
+    assert (0, 1001, 1) in ranges
+    # ... and the image's 1000 (host 100999) is the container's 999
+    from fuseoverlay.options import IdMap
+
+    ids = IdMap.parse(mapping_option(ranges))
+    assert ids.to_outer(0) == 1001 and ids.to_outer(1000) == 999 and ids.to_outer(1) == 0
+    assert ids.to_inner(1001) == 0 and ids.to_inner(999) == 1000
+    assert sum(count for _, _, count in ranges) == 65537  # every store id stays reachable
+
+
+def test_partial_overlap_is_cut_to_the_shared_ids() -> None:
+    # a container mapping only part of the store's ids (e.g. --uidmap 0:0:1 --uidmap 1:1:10)
+    assert shift_ranges([(0, 1001, 1), (1, 100000, 10)], STORE) == [(0, 0, 1), (1, 1, 10)]
+    ranges = shift_ranges([(5, 1001, 1), (0, 100000, 5)], STORE)
+    assert ranges == [(0, 5, 1), (1, 0, 5)]
+
+
+def test_mount_data_and_deaths() -> None:
+    data = mount_data(7, 0o40755)
+    assert data.startswith("fd=7,rootmode=40755,user_id=0,group_id=0,")
+    assert "default_permissions" in data.split(",") and "allow_other" in data.split(",")
+    assert describe_death(-9, "") == "killed by SIGKILL"
+    assert describe_death(1, "") == "exit status 1"
+    assert describe_death(1, "boom") == "boom"
