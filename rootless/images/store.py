@@ -190,9 +190,15 @@ class ImageStore:
     # --- queries -------------------------------------------------------------------------------
 
     def images(self) -> list[Image]:
-        """Every image, newest first."""
+        """Every image, newest first (images another rl removes meanwhile are left out)."""
         rows = self.db.execute("SELECT id FROM images ORDER BY created DESC, loaded DESC, id")
-        return [self._image(row[0]) for row in rows.fetchall()]
+        found = []
+        for (image_id,) in rows.fetchall():
+            try:
+                found.append(self._image(image_id))
+            except _RemovedMeanwhile:
+                continue
+        return found
 
     def _image(self, image_id: str) -> Image:
         row = self.db.execute(
@@ -214,13 +220,7 @@ class ImageStore:
             "WHERE image_id = ? ORDER BY position",
             (image_id,),
         ).fetchall()
-        try:
-            config = json.loads(self.blob_path(image_id).read_bytes())
-        except (OSError, ValueError) as exc:
-            raise RlError(
-                f"image {image_id[:12]}: its config blob is unreadable ({exc}): "
-                "remove the image with `rl rmi -f` and load it again"
-            ) from exc
+        config = self._config(image_id)
         return Image(
             id=image_id,
             names=names,
@@ -233,6 +233,24 @@ class ImageStore:
             layer_blobs=[(r[1], r[2]) for r in layers],
             names_history=json.loads(history),
         )
+
+    def _config(self, image_id: str) -> dict[str, Any]:
+        """The image's config. A concurrent `rmi` moves blobs away inside its transaction (so
+        that it can put them back if it fails) and commits right after: a missing blob whose
+        image row then disappears means the image was removed meanwhile, not that it broke."""
+        path = self.blob_path(image_id)
+        for _ in range(200):
+            try:
+                config: dict[str, Any] = json.loads(path.read_bytes())
+                return config
+            except FileNotFoundError:
+                row = self.db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,))
+                if row.fetchone() is None:
+                    raise _RemovedMeanwhile(f"{image_id}: image not known") from None
+                time.sleep(0.01)
+            except (OSError, ValueError) as exc:
+                raise _unreadable_config(image_id, exc) from exc
+        raise _unreadable_config(image_id, FileNotFoundError(path))
 
     def find(self, name_or_id: str) -> tuple[Image, str | None] | None:
         """The image `name_or_id` names and the stored name it matched (None for an ID)."""
@@ -510,6 +528,17 @@ class ImageStore:
         count = self.db.execute("SELECT count(*) FROM images").fetchone()[0]
         size = self.db.execute("SELECT coalesce(sum(size), 0) FROM layers").fetchone()[0]
         return int(count), int(size)
+
+
+class _RemovedMeanwhile(RlError):
+    """The image was removed by another rl while this one was reading it."""
+
+
+def _unreadable_config(image_id: str, exc: Exception) -> RlError:
+    return RlError(
+        f"image {image_id[:12]}: its config blob is unreadable ({exc}): "
+        "remove the image with `rl rmi -f` and load it again"
+    )
 
 
 def plan_removal(image: Image, matched_name: str | None, *, force: bool) -> Removal:
