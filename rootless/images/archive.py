@@ -10,19 +10,20 @@ image reproduces its layer blobs, config and (for OCI) manifest digests.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import posixpath
-import tarfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rootless.errors import RlError
 from rootless.images import reference
+
+if TYPE_CHECKING:
+    import tarfile
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -100,6 +101,8 @@ class Staging:
         self._serial = 0
 
     def add_stream(self, name: str, source: IO[bytes]) -> Blob:
+        import hashlib
+
         self._serial += 1
         partial = self.directory / f"partial-{self._serial}"
         digest = hashlib.sha256()
@@ -152,6 +155,8 @@ def _clean(name: str) -> str:
 
 def stage_archive(source: IO[bytes], staging: Staging) -> None:
     """Copy every regular file of the archive stream into `staging` (the one pass over it)."""
+    import tarfile
+
     try:
         with tarfile.open(fileobj=source, mode="r|*", bufsize=CHUNK) as tar:
             for member in tar:
@@ -370,6 +375,8 @@ class SavedImage:
 
 
 def _tar_info(name: str, size: int, mode: int = 0o444) -> tarfile.TarInfo:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime, info.type = size, mode, 0, tarfile.REGTYPE
     return info
@@ -388,6 +395,8 @@ def write_docker_archive(
     out: IO[bytes], images: Sequence[SavedImage], blob_path: Callable[[str], Path]
 ) -> None:
     """podman's docker-archive layout: `<id>.json`, `<layer hex>.tar`, manifest.json."""
+    import tarfile
+
     entries = []
     written: set[str] = set()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
@@ -413,6 +422,8 @@ def write_oci_archive(
     out: IO[bytes], images: Sequence[SavedImage], blob_path: Callable[[str], Path]
 ) -> None:
     """An OCI image layout in a tar: oci-layout, index.json, blobs/sha256/<hex>."""
+    import tarfile
+
     manifests: list[dict[str, Any]] = []
     written: set[str] = set()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
@@ -449,6 +460,8 @@ def write_oci_archive(
 
 def _oci_manifest(image: SavedImage, blob_path: Callable[[str], Path]) -> tuple[bytes, str]:
     """The stored manifest when it is already OCI (its digest survives), else a new one."""
+    import hashlib
+
     if image.manifest_type == OCI_MANIFEST:
         return blob_path(image.manifest_digest).read_bytes(), image.manifest_digest
     docker_to_oci = {

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import sqlite3
 import time
-import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -314,7 +311,7 @@ class ImageStore:
     # --- adding images -------------------------------------------------------------------------
 
     def _staging_dir(self, kind: str) -> Path:
-        path = self.root / "tmp" / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        path = self.root / "tmp" / f"{kind}-{os.getpid()}-{os.urandom(6).hex()}"
         try:
             path.mkdir(mode=0o700)
         except OSError as exc:
@@ -576,7 +573,9 @@ def _check_layer_types(images: Sequence[archive.ArchiveImage]) -> None:
 
 def _stage_tarball(source: IO[bytes], staging: archive.Staging) -> tuple[archive.Blob, str]:
     """Stage a root filesystem tarball (plain or gzip) and compute its diff-id on the way."""
+    import hashlib
     import io
+    import zlib
 
     head = source.read(archive.CHUNK)
     inflater = zlib.decompressobj(wbits=47) if head.startswith(b"\x1f\x8b") else None
@@ -754,7 +753,7 @@ def _record(
             continue  # another rl added it while we unpacked: ours is discarded with staging
         target = root / "layers" / _hex(diff_id)
         if target.exists() or target.is_symlink():  # left by a crash before its commit
-            orphan = root / "tmp" / f"trash-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            orphan = root / "tmp" / f"trash-{os.getpid()}-{os.urandom(6).hex()}"
             move(target, orphan)
             trash.append(orphan)
         move(path, target)
@@ -837,7 +836,7 @@ def _remove_images(root: Path, removals: list[Removal]) -> list[str]:
                 db.execute("DELETE FROM layers WHERE diff_id = ?", (diff_id,))
                 source = root / "layers" / _hex(diff_id)
                 if source.exists():
-                    target = root / "tmp" / f"trash-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+                    target = root / "tmp" / f"trash-{os.getpid()}-{os.urandom(6).hex()}"
                     os.rename(source, target)
                     moved.append((source, target))
                     trash.append(target)
@@ -847,7 +846,7 @@ def _remove_images(root: Path, removals: list[Removal]) -> list[str]:
             for digest in deleted_blobs - still_used:
                 source = root / "blobs" / "sha256" / _hex(digest)
                 if source.exists():
-                    target = root / "tmp" / f"trash-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+                    target = root / "tmp" / f"trash-{os.getpid()}-{os.urandom(6).hex()}"
                     os.rename(source, target)
                     moved.append((source, target))
                     trash.append(target)
