@@ -16,12 +16,24 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from common import RESULTS, BenchError, Samples, bench_user, fresh_dir, ratio_line, rl_binary, timed
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import (
+    RESULTS,
+    BenchError,
+    Samples,
+    bench_user,
+    fresh_dir,
+    ratio_line,
+    rl_binary,
+    timed,
+)
 from tests.images import image_from_tars, write_docker_archive
 
 IMAGE_NAME = "localhost/rl-bench/load:latest"
