@@ -255,7 +255,10 @@ class ImageStore:
         if found is None:
             return None
         image_id, name = found
-        return self._image(image_id), name
+        try:
+            return self._image(image_id), name
+        except _RemovedMeanwhile:
+            return None
 
     def resolve(self, name_or_id: str) -> Image:
         found = self.find(name_or_id)
