@@ -107,18 +107,11 @@ def _print_formatted(
     template: str, rows: Sequence[dict[str, Any]], headers: dict[str, str]
 ) -> None:
     """`--format TEMPLATE`, with podman's `table ` prefix giving a header row and alignment."""
-    from rootless.cli.output import table
-
     if template.startswith("table"):
+        from rootless.gotemplate import render_table
+
         body = template[len("table") :].strip() or "{{.ID}}"
-        body = re.sub(r"}}\s+{{", "}}\t{{", body)  # podman aligns space-separated fields too
-        header_row = _FIELD.sub(lambda m: headers.get(m.group(2), m.group(2).upper()), body)
-        cells = [render(body, row).split("\t") for row in rows]
-        names = header_row.replace("\\t", "\t").split("\t")
-        if all(len(c) == len(names) for c in cells) and len(names) > 1:
-            table(names, cells)
-        else:
-            sys.stdout.write("\n".join([header_row, *["\t".join(c) for c in cells]]) + "\n")
+        sys.stdout.write(render_table(body, rows, headers))
         return
     for row in rows:
         sys.stdout.write(render(template, row) + "\n")

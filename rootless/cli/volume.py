@@ -182,11 +182,9 @@ def columns(rows: Sequence[Sequence[str]]) -> str:
 
 
 def _tabular(template: str, objs: Sequence[dict[str, Any]], header: bool) -> str:
-    rows = [render(template, o).split("\t") for o in objs]
-    if header:
-        rows.insert(0, _header(template).split("\t"))
-    width = max((len(r) for r in rows), default=0)
-    return columns([r + [""] * (width - len(r)) for r in rows])
+    from rootless.gotemplate import render_table
+
+    return render_table(template, objs, _HEADERS, heading=header)
 
 
 def run_ls(args: argparse.Namespace) -> int:

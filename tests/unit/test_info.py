@@ -78,7 +78,7 @@ def test_template_fields_match_case_insensitively() -> None:
     assert gotemplate.render("{{.Store.ImageStore.Number}}\\t{{.Host.Rootless}}", INFO) == (
         "3\ttrue\n"
     )
-    assert gotemplate.render("{{json .Host.IDMappings.UIDMap}}", INFO) == '[{"size": 1}]\n'
+    assert gotemplate.render("{{json .Host.IDMappings.UIDMap}}", INFO) == '[{"size":1}]\n'
     assert gotemplate.render("plain", INFO) == "plain\n"
 
 
