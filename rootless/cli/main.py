@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "rootless.cli.run",
     "rootless.cli.demo",
     "rootless.cli.registry",
+    "rootless.cli.tools",
 )
 
 log = logging.getLogger("rl")

@@ -399,6 +399,64 @@ class ImageStore:
         finally:
             self._discard(staging_dir)
 
+    def add_layer_image(
+        self,
+        staging_dir: Path,
+        layer_tar: Path,
+        *,
+        base: Image | None,
+        config: dict[str, Any],
+        name: str | None,
+    ) -> str:
+        """`rl commit`: an image made of `base`'s layers plus the plain layer tar `layer_tar`
+        (in `staging_dir`, from new_staging_dir), with `config` (its rootfs is filled in
+        here). Returns the new image's ID; the staging directory is consumed."""
+        full_name = reference.normalize_local_name(name) if name else None
+        try:
+            staging = archive.Staging(staging_dir)
+            with open(layer_tar, "rb") as source:
+                blob = staging.add_stream("layer", source)
+            layer_tar.unlink()
+        except OSError as exc:
+            raise _storage_error(exc, "storing the committed layer") from exc
+        layers = [
+            archive.ArchiveLayer(
+                archive.Blob(self.blob_path(digest), digest, _size(self.blob_path(digest))),
+                diff_id,
+                media_type,
+            )
+            for diff_id, (digest, media_type) in zip(
+                base.diff_ids if base else [], base.layer_blobs if base else [], strict=True
+            )
+        ]
+        layers.append(archive.ArchiveLayer(blob, blob.digest, archive.OCI_LAYER))
+        config = dict(config, rootfs={"type": "layers", "diff_ids": [x.diff_id for x in layers]})
+        config_blob = staging.add_bytes(json.dumps(config, separators=(",", ":")).encode())
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": archive.OCI_MANIFEST,
+            "config": {
+                "mediaType": archive.OCI_CONFIG,
+                "digest": config_blob.digest,
+                "size": config_blob.size,
+            },
+            "layers": [
+                {"mediaType": x.media_type, "digest": x.blob.digest, "size": x.blob.size}
+                for x in layers
+            ],
+        }
+        manifest_blob = staging.add_bytes(json.dumps(manifest, separators=(",", ":")).encode())
+        image = archive.ArchiveImage(
+            [full_name] if full_name else [],
+            config_blob,
+            config,
+            manifest_blob,
+            archive.OCI_MANIFEST,
+            layers,
+        )
+        self._commit(staging_dir, [image])
+        return image.id
+
     # --- pulled images (rootless.registry.pull) -------------------------------------------------
 
     def new_staging_dir(self, kind: str) -> Path:
@@ -565,7 +623,7 @@ def _check_layer_types(images: Sequence[archive.ArchiveImage]) -> None:
             if "zstd" in layer.media_type or "encrypted" in layer.media_type:
                 with contextlib.suppress(ImportError):
                     if "zstd" in layer.media_type:
-                        import zstandard  # type: ignore[import-not-found]  # noqa: F401
+                        import zstandard  # noqa: F401
 
                         continue
                 raise RlError(
@@ -897,3 +955,10 @@ def _sweep_stale(tmp: Path) -> None:
             continue  # its owner is still at work
         with contextlib.suppress(OSError, RlError):
             _remove_tree(entry)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
