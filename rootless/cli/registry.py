@@ -1,4 +1,5 @@
-"""`rl pull`, `rl push`, `rl login`, `rl logout` (and their `rl image …` twins).
+"""`rl pull`, `rl push`, `rl login`, `rl logout` (and their `rl image …` twins), and
+`rl manifest inspect` of a remote manifest or index.
 
 Only the standard library is imported here; trio and httpx load when one of these runs.
 """
@@ -107,6 +108,16 @@ def register(commands: CommandGroup) -> None:
     login.add_argument("registry", nargs="?", metavar="REGISTRY")
     login.set_defaults(func=_run_login)
 
+    manifest = commands.group("manifest", "Manipulate manifest lists and image indexes")
+    inspect = manifest.command(
+        "inspect",
+        "Display the contents of a manifest list or image index",
+        description="Display the manifest or image index of IMAGE as the registry serves it.",
+    )
+    _add_common(inspect)
+    inspect.add_argument("image", metavar="IMAGE")
+    inspect.set_defaults(func=_run_manifest_inspect)
+
     logout = commands.command("logout", "Log out of a container registry")
     logout.add_argument("-a", "--all", action="store_true", help="Remove all credentials")
     logout.add_argument("--authfile", metavar="PATH", help="Path of the authentication file")
@@ -158,6 +169,20 @@ def _run_pull(args: argparse.Namespace) -> int:
                 print(image_id, flush=True)
         else:
             print(pull(name, options), flush=True)
+    return 0
+
+
+def _run_manifest_inspect(args: argparse.Namespace) -> int:
+    from rootless.registry.pull import PullOptions
+    from rootless.registry.remote import inspect_manifest
+
+    options = PullOptions(
+        verify_tls=args.tls_verify,
+        authfile=args.authfile,
+        credentials=parse_creds(args.creds),
+        cert_dir=Path(args.cert_dir) if args.cert_dir else None,
+    )
+    print(inspect_manifest(args.image, options), flush=True)
     return 0
 
 

@@ -408,10 +408,12 @@ class RegistryClient:
         target: BlobTarget,
         dest: Path,
         scopes: Sequence[Scope],
+        *,
+        on_progress: Callable[[int], None] | None = None,
     ) -> None:
         """Stream a blob into `dest`, hashing as it comes; resume with Range after a broken
         connection when the server allows it. `dest` holds exactly the verified blob on
-        return, and is removed on failure."""
+        return, and is removed on failure. `on_progress` hears the bytes received so far."""
         hasher = hashlib.sha256()
         received = 0
         attempt = 0
@@ -436,6 +438,8 @@ class RegistryClient:
                             out.write(chunk)
                             hasher.update(chunk)
                             received += len(chunk)
+                            if on_progress is not None:
+                                on_progress(received)
                             if received > target.size:
                                 raise RlError(
                                     f"{what}: more data than the {target.size} bytes the "

@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rootless.errors import RlError
 from rootless.registry.auth import Credentials, repository_scope
@@ -36,7 +36,8 @@ from rootless.registry.shortnames import is_insecure_registry
 
 if TYPE_CHECKING:
     from rootless.images.store import ImageStore
-    from rootless.registry.shortnames import RegistriesConfig
+    from rootless.registry.progress import Board
+    from rootless.registry.shortnames import RegistriesConfig, Resolution
 
 CONCURRENT_LAYERS = 3
 CONFIG_SIZE_LIMIT = 8 << 20
@@ -127,19 +128,61 @@ class PullOptions:
     cert_dir: Path | None = None
 
 
+def _stderr_raw(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def _terminal_width(stream: TextIO | None = None) -> int:
+    import os
+    import shutil
+
+    try:
+        return os.get_terminal_size((stream or sys.stderr).fileno()).columns
+    except (OSError, ValueError):
+        return shutil.get_terminal_size().columns
+
+
 @dataclass
 class Progress:
     """podman's progress lines on stderr (nothing with -q). On a pipe podman names each blob
-    by its full digest as the copy starts; on a terminal its progress bars end as
-    `Copying blob 3f4d90098f5b done`, which rl prints without the bars."""
+    by its full digest as the copy starts; on a terminal each blob gets a progress bar (size,
+    speed, ETA; `bars`) that ends as `Copying blob 3f4d90098f5b done`."""
 
     quiet: bool = False
     tty: bool = field(default_factory=lambda: sys.stderr.isatty())
     write: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+    bars: bool = False  # draw bars with `raw_write` (a terminal's stderr)
+    raw_write: Callable[[str], None] = _stderr_raw
+    board: Board | None = None
+
+    @classmethod
+    def for_stderr(cls, quiet: bool) -> Progress:
+        tty = sys.stderr.isatty()
+        return cls(quiet, tty, bars=tty and not quiet)
 
     def line(self, text: str) -> None:
+        self.close_bars()  # lines after the bars go below them
         if not self.quiet:
             self.write(text)
+
+    def close_bars(self) -> None:
+        """End the bars (a failed pull's error message then starts on a line of its own)."""
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+
+    def start_blob(self, digest: str, size: int) -> Callable[[int], None] | None:
+        """A bar for a blob download; returns what to call with the bytes received so far."""
+        if not self.bars:
+            return None
+        if self.board is None:
+            from rootless.registry.progress import Board
+
+            self.board = Board(self.raw_write, _terminal_width)
+        board = self.board
+        board.add(digest, f"Copying blob {short_digest(digest)}", size)
+        return lambda done: board.update(digest, done)
 
     def copying(self, kind: str, digest: str, *, skipped: bool = False) -> None:
         """`kind` is "blob" or "config"."""
@@ -147,7 +190,15 @@ class Progress:
             self.line(f"Copying {kind} {digest}")
             return
         short = short_digest(digest, 12 if kind == "blob" else 10)
-        self.line(f"Copying {kind} {short} {'skipped: already exists' if skipped else 'done'}")
+        text = f"Copying {kind} {short} {'skipped: already exists' if skipped else 'done'}"
+        if kind == "blob" and self.bars and not self.quiet:
+            if self.board is None:
+                from rootless.registry.progress import Board
+
+                self.board = Board(self.raw_write, _terminal_width)
+            self.board.finish(digest, text)
+            return
+        self.line(text)
 
     def done(self) -> None:
         self.line("Writing manifest to image destination")
@@ -175,23 +226,29 @@ def pull(text: str, options: PullOptions) -> str:
     from rootless.registry.reference import parse
     from rootless.registry.shortnames import load_registries_config, resolve_short_name
 
-    progress = Progress(options.quiet)
+    progress = Progress.for_stderr(options.quiet)
     config = load_registries_config()
-    resolution = resolve_short_name(parse(text), config, tty=False)
+    resolution = resolve_short_name(parse(text), config, tty=prompt_available())
     if resolution.rationale == "alias":
         progress.line(f'Resolved "{resolution.short_name}" as an alias ({resolution.origin})')
+    candidates = _chosen(resolution)
     store = ImageStore.open()
     try:
         errors: list[RlError] = []
-        for candidate in resolution.candidates:
+        for candidate in candidates:
             try:
-                return _pull_candidate(store, candidate, config, options, progress)
+                image_id = _pull_candidate(store, candidate, config, options, progress)
             except RlError as exc:
                 errors.append(exc)
+                continue
+            if resolution.needs_prompt:
+                _remember_choice(resolution.short_name, candidate)
+            return image_id
         if len(errors) == 1:
             raise errors[0]
         raise RlError("; ".join(e.message for e in errors))
     finally:
+        progress.close_bars()
         store.close()
 
 
@@ -202,13 +259,13 @@ def pull_all_tags(text: str, options: PullOptions) -> list[str]:
     from rootless.registry.authfile import lookup_credentials
     from rootless.registry.client import RegistryClient
     from rootless.registry.reference import parse
-    from rootless.registry.shortnames import load_registries_config, resolve_short_name
+    from rootless.registry.shortnames import load_registries_config
 
     ref = parse(text)
     if ref.tag is not None or ref.digest is not None:
         raise RlError("tag can't be used with --all-tags/-a")
     config = load_registries_config()
-    [qualified, *_] = resolve_short_name(ref, config, tty=False).candidates
+    [qualified, *_] = resolve_candidates(ref, config)
     repository = replace(qualified, tag=None, digest=None)
     insecure = (
         is_insecure_registry(repository.domain, config)
@@ -228,6 +285,53 @@ def pull_all_tags(text: str, options: PullOptions) -> list[str]:
     if not tags:
         raise RlError(f"{repository}: the repository has no tags")
     return [pull(str(repository.with_tag(tag)), options) for tag in tags]
+
+
+def prompt_available() -> bool:
+    from rootless.registry.prompt import interactive
+
+    return interactive()
+
+
+def resolve_candidates(ref: Reference, config: RegistriesConfig) -> tuple[Reference, ...]:
+    """The references to try for `ref`, in order; on a terminal, an ambiguous short name in
+    enforcing mode is put to the user (podman's prompt)."""
+    from rootless.registry.shortnames import resolve_short_name
+
+    return _chosen(resolve_short_name(ref, config, tty=prompt_available()))
+
+
+def _chosen(resolution: Resolution) -> tuple[Reference, ...]:
+    if not resolution.needs_prompt:
+        return resolution.candidates
+    from rootless.registry.prompt import ask
+
+    shown = [str(candidate) for candidate in resolution.candidates]
+    choice = ask(shown)
+    if choice is None:
+        raise RlError(f'short-name resolution: no image selected for "{resolution.short_name}"')
+    return (resolution.candidates[shown.index(choice)],)
+
+
+def _remember_choice(short_name: str, target: Reference) -> None:
+    """Record the user's answer in the alias cache, as podman does after a successful pull."""
+    import os
+
+    from rootless.registry.shortnames import alias_cache_path, record_alias
+
+    home = Path(os.environ.get("HOME") or os.path.expanduser("~"))
+    path = alias_cache_path(os.environ, home, os.getuid())
+    try:
+        old = path.read_text() if path.exists() else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(record_alias(old, short_name, target))
+        partial.replace(path)
+    except (OSError, ValueError) as exc:
+        import logging
+
+        log = logging.getLogger("rl")
+        log.warning("cannot record the alias %s in %s: %s", short_name, path, exc)
 
 
 def _pull_candidate(
@@ -366,6 +470,7 @@ async def _fetch(
                     BlobTarget(plan.descriptor.digest, plan.descriptor.size),
                     dest,
                     scopes,
+                    on_progress=progress.start_blob(plan.descriptor.digest, plan.descriptor.size),
                 )
                 staged[plan.descriptor.digest] = dest
                 progress.copying("blob", plan.descriptor.digest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -541,3 +542,274 @@ def test_run_pulls_by_policy(
     assert refused.returncode == 125, refused
     assert refused.stderr.splitlines()[-1].startswith("Error: 127.0.0.1:1: connection refused")
     assert rl("run", "--pull=sometimes", ref, "true").returncode == 125
+
+
+# --- zstd layers ------------------------------------------------------------------------------
+
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+
+def zstd_image(payload: bytes) -> BuiltImage:
+    """busybox (gzip) under a zstd layer of two frames (as zstd:chunked writes several)."""
+    import zstandard
+
+    base = testimages.build_layer(layer(testimages.busybox_base_entries(), "gzip"))
+    tar = testimages.layer_tar([file("data.bin", payload), file("hello", "zstd ok\n")])
+    compressor = zstandard.ZstdCompressor(level=3)
+    half = len(tar) // 2
+    blob = compressor.compress(tar[:half]) + compressor.compress(tar[half:])
+    zstd_layer = testimages.BuiltLayer(blob, tar, "none")
+    image = testimages.assemble_image(
+        ImageSpec(layers=(), config={"Cmd": ["/bin/sh"]}), [base, zstd_layer]
+    )
+    manifest = json.loads(image.manifest_bytes)
+    manifest["layers"][1]["mediaType"] = OCI_LAYER_ZSTD
+    return BuiltImage(image.spec, image.layers, image.config_bytes, json.dumps(manifest).encode())
+
+
+def test_pull_zstd_layer(rl: Rl, registry: Registry) -> None:
+    payload = os.urandom(200_000)
+    image = zstd_image(payload)
+    zstd_digest = image.layer_digests[1]
+    manifest_digest = push_built(registry, "zstd/app", image, "latest")
+    ref = f"{registry.host}/zstd/app:latest"
+    pulled = rl.ok("pull", INSECURE, ref)
+    assert pulled.stdout == f"{image.id}\n"
+    assert f"Copying blob {zstd_digest}" in pulled.stderr
+    found = inspect(rl, ref)
+    assert found["RootFS"]["Layers"] == image.diff_ids  # diff-ids checked after decompression
+    assert found["Digest"] == manifest_digest
+    assert (rl.root / "blobs/sha256" / zstd_digest[7:]).read_bytes() == image.layers[1].blob
+    assert rl.ok("run", "--rm", ref, "cat", "/hello").stdout == "zstd ok\n"
+    sums = rl.ok("run", "--rm", ref, "sha256sum", "/data.bin").stdout
+    assert sums.split()[0] == testimages.sha256(payload)[7:]
+    # by digest, into another store
+    other = fresh(rl, "zstd-digest")
+    by_digest = f"{registry.host}/zstd/app@{manifest_digest}"
+    assert other.ok("pull", "-q", INSECURE, by_digest).stdout == f"{image.id}\n"
+    # pushed on as OCI, the layer stays zstd
+    rl.ok("push", INSECURE, ref, f"{registry.host}/zstd/copy:1")
+    with registry.http() as client:
+        got = client.get(
+            "/v2/zstd/copy/manifests/1",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        ).json()
+    assert [entry["mediaType"] for entry in got["layers"]][1] == OCI_LAYER_ZSTD
+    assert got["layers"][1]["digest"] == zstd_digest
+
+
+def test_zstd_layer_with_wrong_diff_id_is_refused(rl: Rl, registry: Registry) -> None:
+    """The blob matches its digest but decompresses to another tar than the config says."""
+    import zstandard
+
+    image = zstd_image(b"x" * 1000)
+    wrong_tar = testimages.layer_tar([file("hello", "something else\n")])
+    blob = zstandard.ZstdCompressor().compress(wrong_tar)
+    forged_layer = testimages.BuiltLayer(blob, image.layers[1].tar, "none")
+    manifest = json.loads(image.manifest_bytes)
+    manifest["layers"][1].update(digest=testimages.sha256(blob), size=len(blob))
+    forged = BuiltImage(
+        image.spec,
+        (image.layers[0], forged_layer),
+        image.config_bytes,
+        json.dumps(manifest).encode(),
+    )
+    push_built(registry, "zstd/forged", forged, "latest")
+    rl.ok("images")
+    before = store_files(rl)
+    result = rl("pull", INSECURE, f"{registry.host}/zstd/forged:latest")
+    assert result.returncode == 125, result
+    assert "does not belong to this image" in result.stderr, result
+    assert store_files(rl) == before
+
+
+# --- rl manifest inspect ----------------------------------------------------------------------
+
+
+def go_indent(data: bytes) -> str:
+    """What podman prints: json.Indent with four spaces (the test's own version: Python's
+    json module, which matches for documents without escapes or float spellings)."""
+    return json.dumps(json.loads(data), indent=4) + "\n"
+
+
+def test_manifest_inspect(rl: Rl, registry: Registry, auth_registry: Registry) -> None:
+    single = small_image("inspect-single")
+    digest = push_built(registry, "inspect/single", single, "v1")
+    host = registry.host
+    shown = rl.ok("manifest", "inspect", INSECURE, f"{host}/inspect/single:v1")
+    assert shown.stdout == go_indent(single.manifest_bytes)
+    assert shown.stdout.startswith('{\n    "config": {\n        "digest": ')  # key order kept
+    by_digest = rl.ok("manifest", "inspect", INSECURE, f"{host}/inspect/single@{digest}")
+    assert by_digest.stdout == shown.stdout
+
+    entries = []
+    for arch, variant in [("amd64", ""), ("arm64", "v8"), ("arm", "v7")]:
+        image = small_image(f"inspect-{arch}", arch=arch, variant=variant)
+        platform = {
+            "os": "linux",
+            "architecture": arch,
+            **({"variant": variant} if variant else {}),
+        }
+        entries.append(
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": push_built(registry, "inspect/multi", image, None),
+                "size": len(image.manifest_bytes),
+                "platform": platform,
+            }
+        )
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }
+    index_bytes = json.dumps(index, separators=(",", ":")).encode()
+    registry.push_manifest("inspect/multi", "latest", index, index_bytes)
+    listed = rl.ok("manifest", "inspect", "--tls-verify=false", f"{host}/inspect/multi")
+    assert listed.stdout == go_indent(index_bytes)
+    assert json.loads(listed.stdout) == index
+    assert listed.stderr == ""
+    assert rl.ok("images", "-q").stdout == ""  # nothing was pulled
+
+    missing = rl("manifest", "inspect", INSECURE, f"{host}/inspect/nothere:latest")
+    assert missing.returncode == 125 and missing.stdout == ""
+    assert missing.stderr.startswith("Error: ") and "manifest unknown" in missing.stderr
+    plain = rl("manifest", "inspect", f"{host}/inspect/single:v1")
+    assert plain.returncode == 125 and "--tls-verify=false" in plain.stderr, plain
+
+    # credentials: --creds, or an auth file
+    user_name, password = auth_registry.credentials or ("", "")
+    private = f"{auth_registry.host}/private/inspect:1"
+    push_built(auth_registry, "private/inspect", single, "1")
+    denied = rl("manifest", "inspect", INSECURE, private)
+    assert denied.returncode == 125 and f"rl login {auth_registry.host}" in denied.stderr
+    creds = rl.ok("manifest", "inspect", INSECURE, "--creds", f"{user_name}:{password}", private)
+    assert creds.stdout == go_indent(single.manifest_bytes)
+    authfile = rl.root.parent / "inspect-auth.json"
+    rl.ok("login", INSECURE, "--authfile", str(authfile), "-u", user_name, "-p", password,
+          auth_registry.host)  # fmt: skip
+    by_file = rl.ok("manifest", "inspect", INSECURE, "--authfile", str(authfile), private)
+    assert by_file.stdout == creds.stdout
+
+
+# --- on a terminal: progress bars and the short-name prompt -----------------------------------
+
+
+def run_in_pty(
+    rl: Rl,
+    *args: str,
+    env: dict[str, str] | None = None,
+    answers: list[tuple[bytes, bytes]] | None = None,
+    timeout: float = 120,
+) -> tuple[int, str]:
+    """Run rl with a terminal (a pty, 120x40) as stdin, stdout and stderr; write each answer's
+    keys once its prompt text has appeared. Returns the exit code and everything shown."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    from tests.harness import rl_binary
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    argv = rl.user.argv([rl_binary(), "--root", str(rl.root), *args], rl.user.env(env))
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    pending = list(answers or [])
+    shown = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer has gone
+                break
+            if not data:
+                break
+            shown += data
+            while pending and pending[0][0] in shown:
+                os.write(master, pending.pop(0)[1])
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, shown.decode(errors="replace")
+
+
+def test_progress_bars_on_a_terminal(rl: Rl, registry: Registry) -> None:
+    image = random_layer_image("bars")
+    push_built(registry, "bars/app", image, "latest")
+    ref = f"{registry.host}/bars/app:latest"
+    code, shown = run_in_pty(rl, "pull", INSECURE, ref)
+    assert code == 0, shown
+    for digest in image.layer_digests:
+        short = digest[7:19]
+        # a bar with the layer's size, the speed and the time left ...
+        bar = rf"Copying blob {short} \[[ =]+\] [\d.]+k?B / [\d.]+kB \| [\d.?]+[kM]?B/s \| ETA "
+        assert re.search(bar, shown), shown
+        # ... replaced in place by the final line
+        assert f"Copying blob {short} done" in shown
+    assert "\x1b[J" in shown  # redrawn in place
+    assert f"Copying config {image.id[:10]} done" in shown
+    assert shown.rstrip().endswith(image.id)
+    # -q: nothing but the ID, even on a terminal
+    again = fresh(rl, "bars-quiet")
+    code, quiet = run_in_pty(again, "pull", "-q", INSECURE, ref)
+    assert code == 0 and quiet.strip() == image.id, quiet
+
+
+def test_short_name_prompt_on_a_terminal(
+    rl: Rl, registry: Registry, image_archives: ArchiveSet, workdir: Path
+) -> None:
+    push_loaded_busybox(rl, registry, image_archives, "prompt/busybox:1")
+    conf = workdir / "registries.conf"
+    unreachable = "127.0.0.1:1"
+    conf.write_text(
+        f'unqualified-search-registries = ["{unreachable}", "{registry.host}"]\n'
+        'short-name-mode = "enforcing"\n'
+        f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n'
+    )
+    env = {
+        "CONTAINERS_REGISTRIES_CONF": str(conf),
+        "XDG_CACHE_HOME": str(workdir / "cache"),
+    }
+    other = fresh(rl, "prompt")
+    # without a terminal: the clear error, listing the candidates
+    piped = other("pull", "prompt/busybox:1", env=env)
+    assert piped.returncode == 125
+    assert "cannot prompt without a TTY" in piped.stderr
+    assert f"{unreachable}/prompt/busybox:1, {registry.host}/prompt/busybox:1" in piped.stderr
+
+    # Ctrl-C at the prompt: nothing is pulled
+    code, shown = run_in_pty(
+        other, "pull", "prompt/busybox:1", env=env, answers=[(b"select an image", b"\x03")]
+    )
+    assert code == 125 and "no image selected" in shown, shown
+    assert not (workdir / "cache/containers/short-name-aliases.conf").exists()
+
+    # down to the second registry, Enter
+    code, shown = run_in_pty(
+        other, "pull", "prompt/busybox:1", env=env, answers=[(b"select an image", b"\x1b[B\r")]
+    )
+    assert code == 0, shown
+    assert "? Please select an image: " in shown
+    assert f"  ▸ {unreachable}/prompt/busybox:1" in shown  # the first is marked at first
+    assert f"✔ {registry.host}/prompt/busybox:1" in shown
+    assert f"Trying to pull {registry.host}/prompt/busybox:1..." in shown
+    assert f"Trying to pull {unreachable}" not in shown
+    assert shown.rstrip().endswith(image_archives.busybox.id)
+    # the answer is remembered as an alias, as podman does: no prompt, no TTY needed
+    cache = workdir / "cache/containers/short-name-aliases.conf"
+    assert f'"prompt/busybox" = "{registry.host}/prompt/busybox"' in cache.read_text()
+    again = other("pull", "-q", "prompt/busybox:1", env=env)
+    assert again.returncode == 0 and again.stdout == f"{image_archives.busybox.id}\n", again
