@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from netns._record import Record
 from netns.packets import parse_ip
 
 # The addresses slirp4netns (and podman) give a container by default.
@@ -18,29 +17,73 @@ GATEWAY_MAC = bytes.fromhex("5255 0a00 0202".replace(" ", ""))
 DNS_PORT = 53
 
 
-@dataclass(frozen=True, slots=True)
-class NetConfig:
+class NetConfig(Record):
     """Everything the sans-IO stack needs to know about one container's network."""
 
-    container_ip: bytes = parse_ip(CONTAINER_ADDRESS)
-    gateway_ip: bytes = parse_ip(GATEWAY_ADDRESS)
-    dns_ip: bytes = parse_ip(DNS_ADDRESS)
-    network: bytes = parse_ip(NETWORK)
-    prefix_length: int = PREFIX_LENGTH
-    mtu: int = MTU
-    gateway_mac: bytes = GATEWAY_MAC
-    # Connections to the gateway address reach the host's loopback only when this is set
-    # (slirp4netns --disable-host-loopback is podman's default, so off by default).
-    allow_host_loopback: bool = False
-    # Where TCP connections to the DNS address, port 53, go (the host's resolver, from
-    # resolv.conf); None refuses them. UDP queries are handed to the driver as DnsQuery instead.
-    dns_upstream: str | None = None
-    max_flows: int = 1024  # TCP connections + UDP flows per container
-    max_buffered_bytes: int = 64 << 20  # all TCP buffers of the container together
-    tcp_receive_buffer: int = 1 << 20  # per connection, container -> host
-    tcp_send_buffer: int = 1 << 20  # per connection, host -> container
-    udp_flow_timeout: float = 60.0
-    tcp_time_wait: float = 30.0
+    __slots__ = (
+        "allow_host_loopback",
+        "container_ip",
+        "dns_ip",
+        "dns_upstream",
+        "gateway_ip",
+        "gateway_mac",
+        "max_buffered_bytes",
+        "max_flows",
+        "mtu",
+        "network",
+        "prefix_length",
+        "tcp_receive_buffer",
+        "tcp_send_buffer",
+        "tcp_time_wait",
+        "udp_flow_timeout",
+        "verify_checksums",
+    )
+
+    def __init__(
+        self,
+        container_ip: bytes = parse_ip(CONTAINER_ADDRESS),
+        gateway_ip: bytes = parse_ip(GATEWAY_ADDRESS),
+        dns_ip: bytes = parse_ip(DNS_ADDRESS),
+        network: bytes = parse_ip(NETWORK),
+        prefix_length: int = PREFIX_LENGTH,
+        mtu: int = MTU,
+        gateway_mac: bytes = GATEWAY_MAC,
+        allow_host_loopback: bool = False,
+        dns_upstream: str | None = None,
+        max_flows: int = 1024,
+        max_buffered_bytes: int = 64 << 20,
+        tcp_receive_buffer: int = 1 << 20,
+        tcp_send_buffer: int = 1 << 20,
+        udp_flow_timeout: float = 60.0,
+        tcp_time_wait: float = 30.0,
+        verify_checksums: bool = False,
+    ) -> None:
+        self.container_ip = container_ip
+        self.gateway_ip = gateway_ip
+        self.dns_ip = dns_ip
+        self.network = network
+        self.prefix_length = prefix_length
+        self.mtu = mtu
+        self.gateway_mac = gateway_mac
+        # Connections to the gateway address reach the host's loopback only when this is set
+        # (slirp4netns --disable-host-loopback is podman's default, so off by default).
+        self.allow_host_loopback = allow_host_loopback
+        # Where TCP connections to the DNS address, port 53, go (the host's resolver, from
+        # resolv.conf); None refuses them. UDP queries are handed to the driver as DnsQuery
+        # instead.
+        self.dns_upstream = dns_upstream
+        self.max_flows = max_flows  # TCP connections + UDP flows per container
+        self.max_buffered_bytes = max_buffered_bytes  # all TCP buffers of the container together
+        self.tcp_receive_buffer = tcp_receive_buffer  # per connection, container -> host
+        self.tcp_send_buffer = tcp_send_buffer  # per connection, host -> container
+        self.udp_flow_timeout = udp_flow_timeout
+        self.tcp_time_wait = tcp_time_wait
+        # TCP, UDP and ICMP checksums of the container's frames. Off: frames read from a TAP
+        # device (without offloads) carry checksums the container's kernel computed, nothing on
+        # the way can corrupt them, and a hostile container computes valid ones anyway, while
+        # verifying a 64 KiB segment in Python costs more than everything else the stack does
+        # with it (measured: 42% of the time). The IPv4 header checksum is always verified.
+        self.verify_checksums = verify_checksums
 
     def in_network(self, address: bytes) -> bool:
         mask = (0xFFFFFFFF << (32 - self.prefix_length)) & 0xFFFFFFFF

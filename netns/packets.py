@@ -9,7 +9,8 @@ copies them.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+
+from netns._record import Record
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806
@@ -26,16 +27,33 @@ class ParseError(ValueError):
     """The bytes are not a packet this codec accepts; the stack drops them."""
 
 
+_CHECKSUM_PIECE = 4096  # bytes; even, so every piece is a run of whole 16-bit words
+
+
 def checksum(*chunks: bytes | memoryview) -> int:
     """The Internet checksum (RFC 1071) over the concatenation of `chunks`.
 
     Each chunk but the last must have even length. Uses the identity that the one's complement sum
     of 16-bit words equals the big-endian value modulo 0xffff, which lets CPython do the work.
+    Long chunks are summed as 4 KiB pieces (the same sum modulo 0xffff, as 2**32768 = 1 there):
+    the remainder of a small number is ~3x cheaper than that of a 64 KiB one (measured).
     """
     total = 0
+    from_bytes = int.from_bytes
     for chunk in chunks:
-        value = int.from_bytes(chunk, "big")
-        if len(chunk) % 2:
+        size = len(chunk)
+        if size > _CHECKSUM_PIECE:
+            view = memoryview(chunk)
+            whole = size - size % _CHECKSUM_PIECE
+            total += sum(
+                [
+                    from_bytes(view[i : i + _CHECKSUM_PIECE], "big")
+                    for i in range(0, whole, _CHECKSUM_PIECE)
+                ]
+            )
+            chunk, size = view[whole:], size - whole
+        value = from_bytes(chunk, "big")
+        if size % 2:
             value <<= 8
         total += value
     folded = total % 0xFFFF
@@ -64,12 +82,14 @@ def format_mac(address: bytes) -> str:
 _ETH = struct.Struct("!6s6sH")
 
 
-@dataclass(frozen=True, slots=True)
-class EthernetFrame:
-    dst: bytes
-    src: bytes
-    ethertype: int
-    payload: bytes
+class EthernetFrame(Record):
+    __slots__ = ("dst", "ethertype", "payload", "src")
+
+    def __init__(self, dst: bytes, src: bytes, ethertype: int, payload: bytes) -> None:
+        self.dst = dst
+        self.src = src
+        self.ethertype = ethertype
+        self.payload = payload
 
     @classmethod
     def parse(cls, data: bytes) -> EthernetFrame:
@@ -91,15 +111,24 @@ ARP_REPLY = 2
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 
 
-@dataclass(frozen=True, slots=True)
-class ArpPacket:
+class ArpPacket(Record):
     """ARP for Ethernet/IPv4 only; other hardware or protocol types are a ParseError."""
 
-    operation: int
-    sender_mac: bytes
-    sender_ip: bytes
-    target_mac: bytes
-    target_ip: bytes
+    __slots__ = ("operation", "sender_ip", "sender_mac", "target_ip", "target_mac")
+
+    def __init__(
+        self,
+        operation: int,
+        sender_mac: bytes,
+        sender_ip: bytes,
+        target_mac: bytes,
+        target_ip: bytes,
+    ) -> None:
+        self.operation = operation
+        self.sender_mac = sender_mac
+        self.sender_ip = sender_ip
+        self.target_mac = target_mac
+        self.target_ip = target_ip
 
     @classmethod
     def parse(cls, data: bytes) -> ArpPacket:
@@ -134,20 +163,45 @@ FLAG_DF = 0x4000
 FLAG_MF = 0x2000
 
 
-@dataclass(frozen=True, slots=True)
-class IPv4Packet:
+class IPv4Packet(Record):
     """An IPv4 datagram (or fragment). Options are accepted on input and skipped."""
 
-    src: bytes
-    dst: bytes
-    protocol: int
-    payload: bytes
-    ttl: int = 64
-    identification: int = 0
-    dont_fragment: bool = False
-    more_fragments: bool = False
-    fragment_offset: int = 0  # in bytes (a multiple of 8 on the wire)
-    tos: int = 0
+    __slots__ = (
+        "dont_fragment",
+        "dst",
+        "fragment_offset",
+        "identification",
+        "more_fragments",
+        "payload",
+        "protocol",
+        "src",
+        "tos",
+        "ttl",
+    )
+
+    def __init__(
+        self,
+        src: bytes,
+        dst: bytes,
+        protocol: int,
+        payload: bytes,
+        ttl: int = 64,
+        identification: int = 0,
+        dont_fragment: bool = False,
+        more_fragments: bool = False,
+        fragment_offset: int = 0,
+        tos: int = 0,
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.protocol = protocol
+        self.payload = payload
+        self.ttl = ttl
+        self.identification = identification
+        self.dont_fragment = dont_fragment
+        self.more_fragments = more_fragments
+        self.fragment_offset = fragment_offset  # in bytes (a multiple of 8 on the wire)
+        self.tos = tos
 
     @property
     def is_fragment(self) -> bool:
@@ -251,18 +305,20 @@ UNREACH_ADMIN_PROHIBITED = 13
 _ICMP = struct.Struct("!BBH4s")
 
 
-@dataclass(frozen=True, slots=True)
-class IcmpMessage:
-    type: int
-    code: int
-    rest: bytes  # the 4 bytes after the checksum: identifier+sequence for echo
-    payload: bytes
+class IcmpMessage(Record):
+    __slots__ = ("code", "payload", "rest", "type")
+
+    def __init__(self, type: int, code: int, rest: bytes, payload: bytes) -> None:
+        self.type = type
+        self.code = code
+        self.rest = rest  # the 4 bytes after the checksum: identifier+sequence for echo
+        self.payload = payload
 
     @classmethod
-    def parse(cls, data: bytes) -> IcmpMessage:
+    def parse(cls, data: bytes, *, verify: bool = True) -> IcmpMessage:
         if len(data) < _ICMP.size:
             raise ParseError("truncated ICMP header")
-        if checksum(data) != 0:
+        if verify and checksum(data) != 0:
             raise ParseError("bad ICMP checksum")
         icmp_type, code, _sum, rest = _ICMP.unpack_from(data)
         return cls(icmp_type, code, rest, bytes(data[_ICMP.size :]))
@@ -279,22 +335,26 @@ class IcmpMessage:
 _UDP = struct.Struct("!HHHH")
 
 
-@dataclass(frozen=True, slots=True)
-class UdpDatagram:
-    src_port: int
-    dst_port: int
-    payload: bytes
+class UdpDatagram(Record):
+    __slots__ = ("dst_port", "payload", "src_port")
+
+    def __init__(self, src_port: int, dst_port: int, payload: bytes) -> None:
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.payload = payload
 
     @classmethod
-    def parse(cls, data: bytes, src: bytes, dst: bytes) -> UdpDatagram:
+    def parse(cls, data: bytes, src: bytes, dst: bytes, *, verify: bool = True) -> UdpDatagram:
         if len(data) < _UDP.size:
             raise ParseError("truncated UDP header")
         sport, dport, length, received_sum = _UDP.unpack_from(data)
         if length < _UDP.size or length > len(data):
             raise ParseError("UDP length inconsistent with the datagram")
         # A zero checksum means the sender did not compute one (allowed over IPv4).
-        if received_sum != 0 and (
-            checksum(pseudo_header(src, dst, PROTO_UDP, length), data[:length]) != 0
+        if (
+            verify
+            and received_sum != 0
+            and (checksum(pseudo_header(src, dst, PROTO_UDP, length), data[:length]) != 0)
         ):
             raise ParseError("bad UDP checksum")
         return cls(sport, dport, bytes(data[_UDP.size : length]))
@@ -330,12 +390,20 @@ OPT_EOL, OPT_NOP, OPT_MSS, OPT_WSCALE, OPT_SACK_PERMITTED, OPT_SACK, OPT_TIMESTA
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TcpOptions:
-    mss: int | None = None
-    window_scale: int | None = None
-    sack_permitted: bool = False
-    timestamps: tuple[int, int] | None = None  # (TSval, TSecr)
+class TcpOptions(Record):
+    __slots__ = ("mss", "sack_permitted", "timestamps", "window_scale")
+
+    def __init__(
+        self,
+        mss: int | None = None,
+        window_scale: int | None = None,
+        sack_permitted: bool = False,
+        timestamps: tuple[int, int] | None = None,
+    ) -> None:
+        self.mss = mss
+        self.window_scale = window_scale
+        self.sack_permitted = sack_permitted
+        self.timestamps = timestamps  # (TSval, TSecr)
 
     @classmethod
     def parse(cls, data: bytes) -> TcpOptions:
@@ -386,17 +454,40 @@ class TcpOptions:
 NO_OPTIONS = TcpOptions()
 
 
-@dataclass(frozen=True, slots=True)
-class TcpSegment:
-    src_port: int
-    dst_port: int
-    seq: int
-    ack: int
-    flags: int
-    window: int  # as on the wire, unscaled
-    payload: bytes = b""
-    options: TcpOptions = field(default=NO_OPTIONS)
-    urgent: int = 0
+class TcpSegment(Record):
+    __slots__ = (
+        "ack",
+        "dst_port",
+        "flags",
+        "options",
+        "payload",
+        "seq",
+        "src_port",
+        "urgent",
+        "window",
+    )
+
+    def __init__(
+        self,
+        src_port: int,
+        dst_port: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        payload: bytes = b"",
+        options: TcpOptions = NO_OPTIONS,
+        urgent: int = 0,
+    ) -> None:
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window  # as on the wire, unscaled
+        self.payload = payload
+        self.options = options
+        self.urgent = urgent
 
     @property
     def sequence_length(self) -> int:
@@ -404,14 +495,14 @@ class TcpSegment:
         return len(self.payload) + (1 if self.flags & SYN else 0) + (1 if self.flags & FIN else 0)
 
     @classmethod
-    def parse(cls, data: bytes, src: bytes, dst: bytes) -> TcpSegment:
+    def parse(cls, data: bytes, src: bytes, dst: bytes, *, verify: bool = True) -> TcpSegment:
         if len(data) < TCP_HEADER_LEN:
             raise ParseError("truncated TCP header")
         sport, dport, seq, ack, offset, flags, window, _sum, urgent = _TCP.unpack_from(data)
         header_length = (offset >> 4) * 4
         if header_length < TCP_HEADER_LEN or header_length > len(data):
             raise ParseError("bad TCP data offset")
-        if checksum(pseudo_header(src, dst, PROTO_TCP, len(data)), data) != 0:
+        if verify and checksum(pseudo_header(src, dst, PROTO_TCP, len(data)), data) != 0:
             raise ParseError("bad TCP checksum")
         options = (
             TcpOptions.parse(bytes(data[TCP_HEADER_LEN:header_length]))

@@ -8,7 +8,6 @@ datagram, and the 64 KiB datagram size.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field, replace
 
 from netns.packets import IPV4_HEADER_LEN, IPv4Packet
 
@@ -17,12 +16,20 @@ _MAX_PAYLOAD = 0xFFFF - IPV4_HEADER_LEN
 _Key = tuple[bytes, bytes, int, int]  # src, dst, protocol, identification
 
 
-@dataclass(slots=True)
 class _Partial:
-    first: IPv4Packet  # the fragment at offset 0 supplies the header fields (once seen)
-    deadline: float
-    pieces: list[tuple[int, bytes]] = field(default_factory=list)  # sorted by offset
-    total: int | None = None  # payload length, known once the last fragment arrived
+    __slots__ = ("deadline", "first", "pieces", "total")
+
+    def __init__(
+        self,
+        first: IPv4Packet,
+        deadline: float,
+        pieces: list[tuple[int, bytes]] | None = None,
+        total: int | None = None,
+    ) -> None:
+        self.first = first  # the fragment at offset 0 supplies the header fields (once seen)
+        self.deadline = deadline
+        self.pieces = list() if pieces is None else pieces  # sorted by offset
+        self.total = total  # payload length, known once the last fragment arrived
 
 
 class Reassembler:
@@ -60,8 +67,7 @@ class Reassembler:
         if partial.total is None or not _contiguous(partial.pieces, partial.total):
             return None
         del self._partials[key]
-        return replace(
-            partial.first,
+        return partial.first.replace(
             payload=b"".join(piece for _, piece in partial.pieces),
             more_fragments=False,
             fragment_offset=0,

@@ -21,16 +21,17 @@ frames, host events and the time, and carries out the actions it returns:
 Read from a host TCP socket at most `host_send_space(flow_id)` bytes at a time (more is a
 ValueError), call `host_closed` on EOF and `host_reset` on errors, and call `timeout(now)`
 whenever `now >= next_timeout()`. Calls naming a flow the stack has forgotten are ignored.
-Frames must carry complete checksums (do not enable checksum offload on the TAP device).
+Frames must carry complete checksums (do not enable checksum offload on the TAP device); the
+stack verifies those of TCP, UDP and ICMP only with `NetConfig.verify_checksums`.
 """
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from netns import tcp
+from netns._record import Record
 from netns.config import DNS_PORT, NetConfig
 from netns.packets import (
     ACK,
@@ -66,50 +67,66 @@ _ZERO_MAC = bytes(6)
 Endpoint = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class SendFrame:
-    frame: bytes
+class SendFrame(Record):
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
 
 
-@dataclass(frozen=True, slots=True)
-class OpenTcp:
-    flow_id: int
-    dst: Endpoint
+class OpenTcp(Record):
+    __slots__ = ("dst", "flow_id")
+
+    def __init__(self, flow_id: int, dst: Endpoint) -> None:
+        self.flow_id = flow_id
+        self.dst = dst
 
 
-@dataclass(frozen=True, slots=True)
-class TcpDeliver:
-    flow_id: int
-    data: bytes
+class TcpDeliver(Record):
+    __slots__ = ("data", "flow_id")
+
+    def __init__(self, flow_id: int, data: bytes) -> None:
+        self.flow_id = flow_id
+        self.data = data
 
 
-@dataclass(frozen=True, slots=True)
-class TcpHostEOF:
-    flow_id: int
+class TcpHostEOF(Record):
+    __slots__ = ("flow_id",)
+
+    def __init__(self, flow_id: int) -> None:
+        self.flow_id = flow_id
 
 
-@dataclass(frozen=True, slots=True)
-class TcpClose:
-    flow_id: int
-    reset: bool
+class TcpClose(Record):
+    __slots__ = ("flow_id", "reset")
+
+    def __init__(self, flow_id: int, reset: bool) -> None:
+        self.flow_id = flow_id
+        self.reset = reset
 
 
-@dataclass(frozen=True, slots=True)
-class UdpSend:
-    flow_id: int
-    dst: Endpoint
-    payload: bytes
+class UdpSend(Record):
+    __slots__ = ("dst", "flow_id", "payload")
+
+    def __init__(self, flow_id: int, dst: Endpoint, payload: bytes) -> None:
+        self.flow_id = flow_id
+        self.dst = dst
+        self.payload = payload
 
 
-@dataclass(frozen=True, slots=True)
-class DnsQuery:
-    flow_id: int
-    payload: bytes
+class DnsQuery(Record):
+    __slots__ = ("flow_id", "payload")
+
+    def __init__(self, flow_id: int, payload: bytes) -> None:
+        self.flow_id = flow_id
+        self.payload = payload
 
 
-@dataclass(frozen=True, slots=True)
-class UdpClose:
-    flow_id: int
+class UdpClose(Record):
+    __slots__ = ("flow_id",)
+
+    def __init__(self, flow_id: int) -> None:
+        self.flow_id = flow_id
 
 
 StackAction = (
@@ -120,20 +137,24 @@ StackAction = (
 _FlowKey = tuple[int, bytes, int]
 
 
-@dataclass(slots=True)
 class _TcpFlow:
-    key: _FlowKey
-    conn: tcp.TcpConnection
+    __slots__ = ("conn", "key")
+
+    def __init__(self, key: _FlowKey, conn: tcp.TcpConnection) -> None:
+        self.key = key
+        self.conn = conn
 
 
-@dataclass(slots=True)
 class _UdpFlow:
-    key: _FlowKey
-    deadline: float
+    __slots__ = ("deadline", "key")
+
+    def __init__(self, key: _FlowKey, deadline: float) -> None:
+        self.key = key
+        self.deadline = deadline
 
 
 def _random_iss() -> int:
-    return secrets.randbits(32)
+    return int.from_bytes(os.urandom(4), "big")
 
 
 class Stack:
@@ -150,8 +171,27 @@ class Stack:
         self._tcp: dict[int, _TcpFlow] = {}
         self._udp_by_key: dict[_FlowKey, int] = {}
         self._udp: dict[int, _UdpFlow] = {}
+        self._batch = False  # between begin_batch() and end_batch()
+        self._acks_owed: set[int] = set()  # flows with an ACK deferred to end_batch()
 
     # --- frames from the container ----------------------------------------------------------------
+
+    def begin_batch(self) -> None:
+        """Frames that arrived together follow (e.g. one read burst from the TAP device): until
+        `end_batch`, each TCP connection owes at most one pure ACK instead of sending one per
+        data segment or window update (duplicate ACKs still go out at once)."""
+        self._batch = True
+
+    def end_batch(self, now: float) -> list[StackAction]:
+        """The ACKs owed since `begin_batch`."""
+        self._batch = False
+        out: list[StackAction] = []
+        owed, self._acks_owed = self._acks_owed, set()
+        for flow_id in sorted(owed):
+            conn = self._conn(flow_id)
+            if conn is not None:
+                out.extend(self._tcp_actions(flow_id, conn.flush_ack()))
+        return out
 
     def receive_frame(self, frame: bytes, now: float) -> list[StackAction]:
         """Handle one Ethernet frame from the container. Malformed frames are dropped."""
@@ -205,7 +245,7 @@ class Stack:
         return []
 
     def _receive_icmp(self, packet: IPv4Packet) -> list[StackAction]:
-        message = IcmpMessage.parse(packet.payload)
+        message = IcmpMessage.parse(packet.payload, verify=self.config.verify_checksums)
         if message.type != ICMP_ECHO_REQUEST or message.code != 0:
             return []
         if packet.dst not in (self.config.gateway_ip, self.config.dns_ip):
@@ -216,7 +256,9 @@ class Stack:
     # --- TCP --------------------------------------------------------------------------------------
 
     def _receive_tcp(self, packet: IPv4Packet, now: float) -> list[StackAction]:
-        seg = TcpSegment.parse(packet.payload, packet.src, packet.dst)
+        seg = TcpSegment.parse(
+            packet.payload, packet.src, packet.dst, verify=self.config.verify_checksums
+        )
         key = (seg.src_port, packet.dst, seg.dst_port)
         flow_id = self._tcp_by_key.get(key)
         if flow_id is not None:
@@ -227,7 +269,11 @@ class Stack:
                 and tcp.seq_diff(seg.seq, conn.rcv_nxt) > 0
             )
             if not reopening:
-                return self._tcp_actions(flow_id, conn.receive_segment(seg, now))
+                conn.defer_acks = self._batch
+                actions = self._tcp_actions(flow_id, conn.receive_segment(seg, now))
+                if conn.ack_owed:
+                    self._acks_owed.add(flow_id)
+                return actions
             self._forget_tcp(flow_id)  # RFC 9293: a new SYN may reuse a TIME-WAIT connection
         if seg.flags & RST:
             return []
@@ -324,7 +370,13 @@ class Stack:
     def host_consumed(self, flow_id: int, count: int, now: float) -> list[StackAction]:
         """`count` bytes of earlier `TcpDeliver` actions were written to the host socket."""
         conn = self._conn(flow_id)
-        return self._tcp_actions(flow_id, conn.host_consumed(count, now)) if conn else []
+        if conn is None:
+            return []
+        conn.defer_acks = self._batch
+        actions = self._tcp_actions(flow_id, conn.host_consumed(count, now))
+        if conn.ack_owed:
+            self._acks_owed.add(flow_id)
+        return actions
 
     def host_closed(self, flow_id: int, now: float) -> list[StackAction]:
         """The host socket reached EOF: the container gets a FIN after the buffered data."""
@@ -347,7 +399,9 @@ class Stack:
 
     def _receive_udp(self, packet: IPv4Packet, now: float) -> list[StackAction]:
         config = self.config
-        datagram = UdpDatagram.parse(packet.payload, packet.src, packet.dst)
+        datagram = UdpDatagram.parse(
+            packet.payload, packet.src, packet.dst, verify=self.config.verify_checksums
+        )
         if datagram.src_port == 0 or datagram.dst_port == 0:
             return []
         is_dns = packet.dst == config.dns_ip

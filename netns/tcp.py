@@ -26,8 +26,8 @@ SACK and timestamps are declined in the handshake.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
+from netns._record import Record
 from netns.packets import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 
 _MASK = 0xFFFFFFFF
@@ -65,24 +65,29 @@ _RECEIVING = (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2)
 _SENDING = (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK)
 
 
-@dataclass(frozen=True, slots=True)
-class Transmit:
-    segment: TcpSegment
+class Transmit(Record):
+    __slots__ = ("segment",)
+
+    def __init__(self, segment: TcpSegment) -> None:
+        self.segment = segment
 
 
-@dataclass(frozen=True, slots=True)
-class DeliverToHost:
-    data: bytes
+class DeliverToHost(Record):
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
-@dataclass(frozen=True, slots=True)
-class HostEOF:
-    pass
+class HostEOF(Record):
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Closed:
-    reset: bool  # True: aborted (RST either way or retransmissions exhausted)
+class Closed(Record):
+    __slots__ = ("reset",)
+
+    def __init__(self, reset: bool) -> None:
+        self.reset = reset  # True: aborted (RST either way or retransmissions exhausted)
 
 
 TcpAction = Transmit | DeliverToHost | HostEOF | Closed
@@ -131,6 +136,11 @@ class TcpConnection:
         self._held_bytes = 0
         self._fin_seq: int | None = None  # where the container's FIN is, once seen
         self._last_advertised = 0
+        # Set by the stack while it handles a batch of frames: pure ACKs (for data in order, and
+        # window updates) are then owed (`ack_owed`) rather than sent, and `flush_ack` sends one
+        # for the whole batch. Any segment sent meanwhile carries the ACK and settles the debt.
+        self.defer_acks = False
+        self.ack_owed = False
 
         # Send side. The buffer holds unacknowledged and unsent bytes; its first byte has
         # sequence number _buffer_seq.
@@ -202,8 +212,24 @@ class TcpConnection:
         if self.state in _RECEIVING:
             gained = (self._window_field() << self.rcv_wscale) - self._last_advertised
             if gained >= min(self.receive_buffer // 2, 2 * self.our_mss):
-                actions.append(self._ack())
+                self._ack_now_or_later(actions)
         return actions
+
+    def flush_ack(self) -> list[TcpAction]:
+        """The ACK owed for a batch of frames, if any (see `defer_acks`)."""
+        self.defer_acks = False
+        if not self.ack_owed:
+            return []
+        self.ack_owed = False
+        if self.state in (State.CLOSED, State.CONNECTING):
+            return []
+        return [self._ack()]
+
+    def _ack_now_or_later(self, actions: list[TcpAction]) -> None:
+        if self.defer_acks:
+            self.ack_owed = True
+        else:
+            actions.append(self._ack())
 
     def close(self, now: float) -> list[TcpAction]:
         """The host side has no more data: send FIN once the buffer is drained."""
@@ -323,6 +349,7 @@ class TcpConnection:
 
         # Anything occupying sequence space is acknowledged, even when trimmed to nothing (a probe).
         need_ack = bool(seg.payload) or bool(seg.flags & FIN)
+        in_order = True
         if self.state in _RECEIVING and (payload or flags & FIN):
             if flags & FIN:
                 self._fin_seq = (seq + len(payload)) & _MASK
@@ -330,9 +357,10 @@ class TcpConnection:
                 self._deliver(payload, actions)
             elif payload:
                 self._hold_out_of_order(seq, payload)  # and send a duplicate ACK
+                in_order = False
             if self._fin_seq == self.rcv_nxt:
                 self._receive_fin(now, actions)
-        self._output(now, actions, need_ack=need_ack)
+        self._output(now, actions, need_ack=need_ack, may_defer=in_order and not self._out_of_order)
         return actions
 
     def _deliver(self, payload: bytes, actions: list[TcpAction]) -> None:
@@ -452,8 +480,16 @@ class TcpConnection:
     def _fin_sent(self) -> bool:
         return seq_diff(self.snd_max, self._buffer_seq) == len(self._buffer) + 1
 
-    def _output(self, now: float, actions: list[TcpAction], *, need_ack: bool = False) -> None:
-        """Send whatever the windows allow; a pure ACK if nothing else carries `need_ack`."""
+    def _output(
+        self,
+        now: float,
+        actions: list[TcpAction],
+        *,
+        need_ack: bool = False,
+        may_defer: bool = False,
+    ) -> None:
+        """Send whatever the windows allow; a pure ACK if nothing else carries `need_ack` (owed
+        instead, when `may_defer` and `defer_acks`; duplicate ACKs are never deferred)."""
         if self.state is State.SYN_RECEIVED:
             if self.snd_nxt == self.iss:
                 self._send_syn_ack(now, actions)
@@ -491,7 +527,10 @@ class TcpConnection:
                 self._persist_interval = max(self.rto, self.min_rto)
                 self._persist_deadline = now + self._persist_interval
         if need_ack and not sent_any:
-            actions.append(self._ack())
+            if may_defer:
+                self._ack_now_or_later(actions)
+            else:
+                actions.append(self._ack())
 
     def _fin_in_flight_or_sent(self) -> bool:
         return seq_diff(self.snd_nxt, self._buffer_seq) > len(self._buffer)
@@ -530,6 +569,8 @@ class TcpConnection:
         with_ack: bool = True,
         window: int | None = None,
     ) -> TcpSegment:
+        if with_ack:
+            self.ack_owed = False
         if window is None:
             window = self._window_field()
             self._last_advertised = window << self.rcv_wscale

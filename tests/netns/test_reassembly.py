@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 from netns.packets import PROTO_UDP, IPv4Packet, fragment, parse_ip
 from netns.reassembly import Reassembler
@@ -55,7 +54,7 @@ def test_overlapping_fragment_discards_the_datagram() -> None:
     reassembler = Reassembler()
     fragments = pieces()
     reassembler.feed(fragments[0], 0.0)
-    overlapping = replace(fragments[1], fragment_offset=fragments[1].fragment_offset - 8)
+    overlapping = fragments[1].replace(fragment_offset=fragments[1].fragment_offset - 8)
     assert reassembler.feed(overlapping, 0.0) is None
     assert len(reassembler) == 0 and reassembler.dropped == 1
     # The remaining fragments alone never complete it.
@@ -66,7 +65,7 @@ def test_conflicting_ends_discard() -> None:
     reassembler = Reassembler()
     fragments = pieces()
     reassembler.feed(fragments[-1], 0.0)
-    short_last = replace(fragments[1], more_fragments=False)
+    short_last = fragments[1].replace(more_fragments=False)
     assert reassembler.feed(short_last, 0.0) is None
     assert reassembler.dropped == 1
 
@@ -98,7 +97,7 @@ def test_too_many_datagrams_evicts_the_oldest() -> None:
     reassembler = Reassembler(max_datagrams=3)
     first_fragments = {}
     for ident in range(5):
-        datagram = replace(WHOLE, identification=ident)
+        datagram = WHOLE.replace(identification=ident)
         first_fragments[ident] = fragment(datagram, 1000)
         reassembler.feed(first_fragments[ident][0], float(ident))
     assert len(reassembler) == 3
@@ -106,7 +105,7 @@ def test_too_many_datagrams_evicts_the_oldest() -> None:
     assert [reassembler.feed(f, 5.0) for f in first_fragments[0][1:]][-1] is None
     # ... while datagram 4 still completes.
     results = [reassembler.feed(f, 5.0) for f in first_fragments[4][1:]]
-    assert results[-1] == replace(WHOLE, identification=4)
+    assert results[-1] == WHOLE.replace(identification=4)
 
 
 def test_timeout() -> None:
@@ -124,10 +123,10 @@ def test_timeout() -> None:
 
 def test_different_ids_do_not_mix() -> None:
     reassembler = Reassembler()
-    a = fragment(replace(WHOLE, identification=1), 1000)
-    b = fragment(replace(WHOLE, identification=2, payload=bytes(3000)), 1000)
+    a = fragment(WHOLE.replace(identification=1), 1000)
+    b = fragment(WHOLE.replace(identification=2, payload=bytes(3000)), 1000)
     for x, y in zip(a[:-1], b[:-1], strict=True):
         assert reassembler.feed(x, 0.0) is None
         assert reassembler.feed(y, 0.0) is None
-    assert reassembler.feed(b[-1], 0.0) == replace(WHOLE, identification=2, payload=bytes(3000))
-    assert reassembler.feed(a[-1], 0.0) == replace(WHOLE, identification=1)
+    assert reassembler.feed(b[-1], 0.0) == WHOLE.replace(identification=2, payload=bytes(3000))
+    assert reassembler.feed(a[-1], 0.0) == WHOLE.replace(identification=1)

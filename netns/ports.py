@@ -1,0 +1,974 @@
+"""Port publishing: `-p [IP:][HOSTPORT:]CTRPORT[/tcp|/udp]`, host listeners, kernel splicing.
+
+- `parse_publish(spec)` is podman's `-p` syntax as a pure function (its error messages too).
+- `NamespaceDialer(pid)` starts, once per container, a small helper process that joins the
+  container's user and network namespaces (/proc/PID/ns/user, /proc/PID/ns/net) and opens
+  sockets there on request: "connect TCP/UDP to 127.0.0.1:PORT". It sends each socket back over a
+  Unix socket (SCM_RIGHTS), so the host side holds sockets that live in the container's netns.
+- `PortPublisher(mappings, dialer)` binds the host ports (raising `PublishError` with a hint for
+  ports below net.ipv4.ip_unprivileged_port_start and "address already in use" for busy ports),
+  then, hosted in a selectors loop like `netns.driver.NetDriver`:
+  * TCP: per accepted connection, asks the dialer for a connection to the container's port and
+    moves bytes with os.splice through a pipe per direction (non-blocking; a half-close is passed
+    on with shutdown(SHUT_WR); errors reset both ends), so bulk data never crosses Python buffers
+    nor the user-space stack;
+  * UDP: a relay; each host peer gets a UDP socket inside the netns (from the dialer) connected to
+    the container's port; replies go back to that peer; idle peers are dropped after
+    UDP_IDLE_TIMEOUT.
+
+Hosting, as for NetDriver: `publisher.register(selector)`; every key it registers carries a
+callable(mask); call `run_timers()` when `select_timeout()` has passed; `close()` releases
+everything (the dialer too, when the publisher created it). The container sees published
+connections coming from 127.0.0.1, as with rootlesskit's builtin port driver.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import selectors
+import socket
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from netns._record import Record
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+PROTOCOLS = ("tcp", "udp")
+LISTEN_BACKLOG = 511
+ACCEPTS_PER_EVENT = 64
+DATAGRAMS_PER_EVENT = 64
+MAX_CONNECTIONS = 1024  # spliced TCP connections per publisher; more are refused
+MAX_UDP_PEERS = 256
+MAX_PENDING_DIALS = 4096
+UDP_IDLE_TIMEOUT = 60.0
+UDP_QUEUE = 16  # datagrams held per peer while its socket in the netns is being made
+MAX_DATAGRAM = 65535
+PIPE_SIZE = 1 << 20  # asked for; the kernel may give less (fs.pipe-max-size, per-user limits)
+SPLICE_CHUNK = 1 << 30
+_SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+_LINGER_ABORT = struct.pack("ii", 1, 0)
+_UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+Callback = Callable[[int], None]
+
+
+class PortSpecError(ValueError):
+    """A `-p` value podman would reject; the message is podman's."""
+
+
+class PublishError(OSError):
+    """A published port could not be set up; the message says what to do."""
+
+
+class PortMapping(Record):
+    """`range` consecutive ports: host_port+i -> container_port+i. host_port 0: any free port;
+    host_ip "": all IPv4 addresses."""
+
+    __slots__ = ("container_port", "host_ip", "host_port", "protocol", "range")
+
+    def __init__(
+        self,
+        host_ip: str,
+        host_port: int,
+        container_port: int,
+        protocol: str = "tcp",
+        range: int = 1,
+    ) -> None:
+        self.host_ip = host_ip
+        self.host_port = host_port
+        self.container_port = container_port
+        self.protocol = protocol
+        self.range = range
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(host port, container port) for each port of the range (host 0: any)."""
+        return [
+            (self.host_port + i if self.host_port else 0, self.container_port + i)
+            for i in range(self.range)
+        ]
+
+    def __str__(self) -> str:
+        """As `podman port` prints one port: 80/tcp -> 0.0.0.0:8080."""
+        host = self.host_ip or "0.0.0.0"
+        if ":" in host:
+            host = f"[{host}]"
+        return "\n".join(f"{ctr}/{self.protocol} -> {host}:{hostp}" for hostp, ctr in self.pairs())
+
+
+# --- parsing (pure) -----------------------------------------------------------------------------
+
+
+def _parse_port(text: str) -> int:
+    if text.startswith("-"):
+        raise PortSpecError("port numbers cannot be negative")
+    digits = text[1:] if text.startswith("+") else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise PortSpecError(f'invalid port number: strconv.Atoi: parsing "{text}": invalid syntax')
+    port = int(digits)
+    if not 1 <= port <= 65535:
+        raise PortSpecError(f"port numbers must be between 1 and 65535 (inclusive), got {port}")
+    return port
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    """'80' -> (80, 1); '80-82' -> (80, 3)."""
+    if text.startswith("-"):
+        raise PortSpecError("port numbers cannot be negative")
+    start_text, dash, end_text = text.partition("-")
+    start = _parse_port(start_text)
+    if not dash:
+        return start, 1
+    if not end_text:
+        raise PortSpecError("must provide ending number for port range")
+    end = _parse_port(end_text)
+    if end <= start:
+        raise PortSpecError(
+            "the end port of a range must be higher than the start port - "
+            f"{end} is not higher than {start}"
+        )
+    return start, end - start + 1
+
+
+def _with_context(what: str, text: str) -> tuple[int, int]:
+    try:
+        return _parse_range(text)
+    except PortSpecError as exc:
+        raise PortSpecError(f"parsing {what} port: {exc}") from None
+
+
+def _parse_host_ip(text: str) -> str:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_ntop(family, socket.inet_pton(family, text))
+        except (OSError, ValueError):
+            continue
+    raise PortSpecError(f'cannot parse "{text}" as an IP address')
+
+
+def parse_publish(spec: str) -> PortMapping:
+    """One `-p`/`--publish` value, podman's syntax: [[hostIP:][hostPort]:]containerPort[/proto],
+    ports or ranges (8000-8010:80-90), an IPv6 host address in brackets ([::1]:8080:80).
+    Raises PortSpecError with podman's message (sctp is refused: rl relays TCP and UDP only)."""
+    body, slash, protocol = spec.partition("/")
+    if slash:
+        if "/" in protocol:
+            raise PortSpecError("invalid port format - protocol can only be specified once")
+        if not protocol:
+            raise PortSpecError("must provide a non-empty protocol to publish")
+        protocol = protocol.lower()
+        if protocol == "sctp":
+            raise PortSpecError("publishing sctp ports is not supported: use tcp or udp")
+        if protocol not in PROTOCOLS:
+            raise PortSpecError(f'unrecognized protocol "{protocol}" in port mapping')
+    else:
+        protocol = "tcp"
+    host_ip = ""
+    if body.startswith("["):
+        close = body.find("]")
+        if close < 0 or body[close + 1 : close + 2] != ":":
+            raise PortSpecError("invalid port format - format is [[hostIP:]hostPort:]containerPort")
+        host_ip, rest = body[1:close], body[close + 2 :]
+        parts = rest.split(":")
+        if len(parts) != 2:
+            raise PortSpecError(
+                "invalid port format - must provide host and destination port if specifying an IP"
+            )
+        host_text, ctr_text = parts
+    else:
+        parts = body.split(":")
+        if len(parts) == 1:
+            host_text, ctr_text = "", parts[0]
+        elif len(parts) == 2:
+            host_text, ctr_text = parts
+        elif len(parts) == 3:
+            host_ip, host_text, ctr_text = parts
+        else:
+            raise PortSpecError("invalid port format - format is [[hostIP:]hostPort:]containerPort")
+    if not ctr_text:
+        raise PortSpecError("must provide a non-empty container port to publish")
+    container_port, count = _with_context("container", ctr_text)
+    host_port = 0
+    if host_text:
+        host_port, host_count = _with_context("host", host_text)
+        if host_count != count:
+            raise PortSpecError(
+                f"host and container port ranges have different lengths: {host_count} vs {count}"
+            )
+    if host_ip:
+        host_ip = _parse_host_ip(host_ip)
+    return PortMapping(host_ip, host_port, container_port, protocol, count)
+
+
+# --- binding the host side ----------------------------------------------------------------------
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        with open(_UNPRIVILEGED_PORT_START) as file:
+            return int(file.read().strip())
+    except (OSError, ValueError):
+        return 1024
+
+
+def _bind(protocol: str, host_ip: str, port: int) -> socket.socket:
+    """A non-blocking socket bound to host_ip:port (listening, for TCP); PublishError naming what
+    to do when that fails."""
+    address = host_ip or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+    shown = f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
+    sock = socket.socket(family, kind)
+    try:
+        if protocol == "tcp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, port))
+        if protocol == "tcp":
+            sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        code = exc.errno or errno.EIO
+        what = f"cannot publish {shown}/{protocol}"
+        if code == errno.EACCES and 0 < port < _unprivileged_port_start():
+            start = _unprivileged_port_start()
+            raise PublishError(
+                code,
+                f"{what}: rootless users cannot bind ports below {start}; lower "
+                f"net.ipv4.ip_unprivileged_port_start (e.g. sysctl -w "
+                f"net.ipv4.ip_unprivileged_port_start={port}) or publish a port >= {start}",
+            ) from None
+        if code == errno.EADDRINUSE:
+            raise PublishError(
+                code, f"{what}: address already in use (port {port} is taken on the host)"
+            ) from None
+        if code == errno.EADDRNOTAVAIL:
+            raise PublishError(code, f"{what}: {address} is not an address of this host") from None
+        raise PublishError(code, f"{what}: {os.strerror(code)}") from None
+    return sock
+
+
+def bind_mapping(mapping: PortMapping) -> list[socket.socket]:
+    """The host sockets of one mapping (a range of ports); host port 0 picks free ports
+    (consecutive ones for a range, as podman does)."""
+    if mapping.host_port:
+        sockets: list[socket.socket] = []
+        try:
+            for host_port, _ctr in mapping.pairs():
+                sockets.append(_bind(mapping.protocol, mapping.host_ip, host_port))
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+    first = _bind(mapping.protocol, mapping.host_ip, 0)
+    if mapping.range == 1:
+        return [first]
+    for _attempt in range(32):
+        start = first.getsockname()[1]
+        if start + mapping.range - 1 <= 65535:
+            try:
+                rest = bind_mapping(mapping.replace(host_port=start + 1, range=mapping.range - 1))
+                return [first, *rest]
+            except PublishError:
+                pass
+        first.close()
+        first = _bind(mapping.protocol, mapping.host_ip, 0)
+    first.close()
+    raise PublishError(errno.EADDRINUSE, f"no {mapping.range} consecutive free ports found")
+
+
+# --- the helper inside the container's namespaces -----------------------------------------------
+
+DialCallback = Callable[[socket.socket | None, int], None]
+
+
+# The helper is a fresh interpreter (python -S -I) running this code, not a fork: a forked child
+# comes to own every page of the parent's heap the parent writes to afterwards (~6 MB measured
+# under load), a minimal interpreter ~2.5-3 MB private, whatever the parent holds. It imports only
+# _socket and ctypes (for setns: Python 3.11 has no os.setns). Its channel is fd 3; argv[1] is
+# the pid whose namespaces it joins. Requests: b"tcp PORT" / b"udp PORT"; answers: b"ok CODE"
+# with a non-blocking socket connected to 127.0.0.1:PORT there (CODE 115, EINPROGRESS: a TCP
+# connect still under way), or b"error ERRNO [text]".
+HELPER_CODE = r"""
+import _socket, os, sys
+pid = int(sys.argv[1])
+channel = _socket.socket(fileno=3)
+try:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    def join(kind, flag):
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        if libc.setns(fd, flag) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns {kind}: {os.strerror(code)}")
+        os.close(fd)
+    own, target = os.stat("/proc/self/ns/user"), os.stat(f"/proc/{pid}/ns/user")
+    if (own.st_dev, own.st_ino) != (target.st_dev, target.st_ino):
+        join("user", 0x10000000)
+    join("net", 0x40000000)
+except OSError as exc:
+    channel.send(f"error {exc.errno or 5} {exc.strerror or exc}".encode())
+    sys.exit(1)
+channel.send(b"ready")
+kinds = {b"tcp": _socket.SOCK_STREAM, b"udp": _socket.SOCK_DGRAM}
+rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS)
+while request := channel.recv(64):
+    words = request.split()
+    if len(words) != 2 or words[0] not in kinds or not words[1].isdigit():
+        channel.send(b"error 22")
+        continue
+    try:
+        sock = _socket.socket(_socket.AF_INET, kinds[words[0]])
+    except OSError as exc:
+        channel.send(b"error %d" % (exc.errno or 5))
+        continue
+    sock.setblocking(False)
+    code = sock.connect_ex(("127.0.0.1", int(words[1])))
+    if code in (0, 115):
+        fd = sock.fileno().to_bytes(4, sys.byteorder)
+        channel.sendmsg([b"ok %d" % code], [(*rights, fd)])
+    else:
+        channel.send(b"error %d" % code)
+    sock.close()
+"""
+
+
+class NamespaceDialer:
+    """Opens sockets inside process `pid`'s network namespace, through a helper process.
+
+    The helper (HELPER_CODE in a fresh `python -S -I`, spawned here; the caller must be allowed to
+    join the namespaces: same user as their owner) lives until `close()`; the constructor waits
+    for it to have joined them (OSError naming what failed).
+    Requests are answered in order; `dial(protocol, port, callback)` calls `callback(sock, 0)`
+    with a non-blocking socket connected (for TCP: possibly still connecting) to 127.0.0.1:port
+    in the container, or `callback(None, errno)`. Answers arrive through the selector; `dial_now`
+    is the blocking variant (for tests and start-up checks).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.target = pid
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            argv = [sys.executable, "-S", "-I", "-c", HELPER_CODE, str(pid)]
+            actions = [(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)]
+            self.pid = os.posix_spawn(sys.executable, argv, {}, file_actions=actions)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        theirs.close()
+        self._channel = ours
+        self._pending: deque[DialCallback] = deque()
+        self._outbox: deque[bytes] = deque()  # requests the channel would not take yet
+        self._events = 0
+        self._selector: selectors.BaseSelector | None = None
+        self.closed = False
+        try:
+            message = ours.recv(256)
+        except OSError as exc:
+            message = f"error {exc.errno} {exc.strerror}".encode()
+        if message != b"ready":
+            self.close()
+            text = message.decode(errors="replace").split(" ", 2)
+            code = int(text[1]) if len(text) >= 2 and text[1].isdigit() else errno.EIO
+            detail = text[2] if len(text) == 3 else "the helper exited"
+            raise OSError(code, f"joining process {pid}'s network namespace: {detail}")
+        ours.setblocking(False)
+
+    def register(self, selector: selectors.BaseSelector) -> None:
+        if self._selector is not None:
+            raise RuntimeError("NamespaceDialer.register called twice")
+        self._selector = selector
+        self._update()
+
+    def _update(self) -> None:
+        wanted = EVENT_READ | (EVENT_WRITE if self._outbox else 0)
+        if self._selector is None or self.closed or wanted == self._events:
+            return
+        if self._events:
+            self._selector.modify(self._channel, wanted, self._on_event)
+        else:
+            self._selector.register(self._channel, wanted, self._on_event)
+        self._events = wanted
+
+    def dial(self, protocol: str, port: int, callback: DialCallback) -> None:
+        if self.closed:
+            callback(None, errno.ESHUTDOWN)
+            return
+        if len(self._pending) >= MAX_PENDING_DIALS:
+            callback(None, errno.EAGAIN)
+            return
+        self._pending.append(callback)
+        self._outbox.append(f"{protocol} {port}".encode())
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send queued requests (the channel holds only a few datagrams at a time)."""
+        outbox = self._outbox
+        while outbox:
+            try:
+                self._channel.send(outbox[0])
+            except BlockingIOError:
+                break
+            except OSError:
+                self._helper_gone()
+                return
+            outbox.popleft()
+        self._update()
+
+    def _on_event(self, mask: int) -> None:
+        if mask & EVENT_READ:
+            self._on_answer()
+        if mask & EVENT_WRITE and not self.closed:
+            self._flush()
+
+    def dial_now(self, protocol: str, port: int) -> socket.socket:
+        """Blocking: a socket in the container's netns connected to 127.0.0.1:port (UDP) or with
+        the TCP connection established. Not while answers to `dial` are pending."""
+        if self._pending or self._outbox:
+            raise RuntimeError("dial_now while dial answers are pending")
+        self._channel.send(f"{protocol} {port}".encode())
+        self._channel.setblocking(True)
+        try:
+            sock, code = self._receive()
+        finally:
+            self._channel.setblocking(False)
+        if sock is None:
+            raise OSError(
+                code, f"connecting to port {port}/{protocol} in the container: {os.strerror(code)}"
+            )
+        if code:
+            sock.setblocking(True)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not error:
+                selector = selectors.DefaultSelector()
+                with selector:
+                    selector.register(sock, EVENT_WRITE)
+                    selector.select(30)
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                sock.close()
+                raise OSError(
+                    error,
+                    f"connecting to port {port}/{protocol} in the container: {os.strerror(error)}",
+                )
+            sock.setblocking(False)
+        return sock
+
+    def _receive(self) -> tuple[socket.socket | None, int]:
+        message, fds, _flags, _address = socket.recv_fds(self._channel, 64, 1)
+        if not message:
+            raise ConnectionResetError(errno.ECONNRESET, "the namespace helper exited")
+        words = message.split()
+        if fds and len(words) == 2 and words[0] == b"ok":
+            return socket.socket(fileno=fds[0]), int(words[1])
+        for fd in fds:
+            os.close(fd)
+        code = int(words[1]) if len(words) == 2 and words[1].isdigit() else errno.EIO
+        return None, code or errno.EIO
+
+    def _on_answer(self) -> None:
+        while not self.closed:
+            try:
+                sock, code = self._receive()
+            except BlockingIOError:
+                return
+            except OSError:  # EOF: the helper died
+                self._helper_gone()
+                return
+            if not self._pending:  # not asked for: ignore
+                if sock is not None:
+                    sock.close()
+                continue
+            self._pending.popleft()(sock, code)
+
+    def _helper_gone(self) -> None:
+        pending = list(self._pending)
+        self.close()
+        for callback in pending:
+            callback(None, errno.ECONNRESET)
+
+    def close(self) -> None:
+        """Stop the helper (and reap it). Pending dials are dropped."""
+        if self.closed:
+            return
+        self.closed = True
+        self._pending.clear()
+        self._outbox.clear()
+        if self._selector is not None and self._events:
+            try:
+                self._selector.unregister(self._channel)
+            except (KeyError, ValueError):
+                pass
+        self._channel.close()
+        try:
+            os.kill(self.pid, 9)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass  # the host loop reaped it already
+
+
+# --- TCP: splicing ------------------------------------------------------------------------------
+
+
+def _pipe() -> tuple[int, int, int]:
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # over the user's pipe-buffer budget: a smaller pipe still works
+    return read_end, write_end, fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+
+
+class _Direction:
+    """src -> pipe -> dst. `blocked_read`: the last read from src failed with the pipe holding
+    data; the pipe may be full (its capacity counts pages, not bytes), so src is not watched
+    until a write to dst makes room."""
+
+    __slots__ = ("blocked_read", "buffered", "capacity", "dst", "eof", "pipe_r", "pipe_w", "src")
+
+    def __init__(self, src: int, dst: int) -> None:
+        self.src = src
+        self.dst = dst
+        self.pipe_r, self.pipe_w, self.capacity = _pipe()
+        self.buffered = 0
+        self.eof = False
+        self.blocked_read = False
+
+    @property
+    def done(self) -> bool:
+        return self.eof and not self.buffered
+
+    @property
+    def wants_read(self) -> bool:
+        return not self.eof and not self.blocked_read and self.buffered < self.capacity
+
+    def pump(self) -> bool:
+        """Move what can be moved without blocking. True when src reached EOF just now and the
+        pipe is empty (the caller shuts dst down for writing). OSError: the connection failed."""
+        was_done = self.done
+        while True:
+            progress = False
+            if not self.eof and self.buffered < self.capacity:
+                try:
+                    count = os.splice(self.src, self.pipe_w, SPLICE_CHUNK, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    self.blocked_read = self.buffered > 0
+                else:
+                    if count:
+                        self.buffered += count
+                        progress = True
+                    else:
+                        self.eof = True
+            if self.buffered:
+                try:
+                    count = os.splice(self.pipe_r, self.dst, self.buffered, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    pass
+                else:
+                    self.buffered -= count
+                    self.blocked_read = False
+                    progress = progress or count > 0
+            if not progress:
+                return self.done and not was_done
+
+    def close(self) -> None:
+        os.close(self.pipe_r)
+        os.close(self.pipe_w)
+
+
+class _Splice:
+    """One published TCP connection: host socket <-> container socket, both directions."""
+
+    __slots__ = ("connecting", "events", "inbound", "inner", "outbound", "outer", "publisher")
+
+    def __init__(self, publisher: PortPublisher, outer: socket.socket) -> None:
+        self.publisher = publisher
+        self.outer = outer
+        self.inner: socket.socket | None = None
+        self.connecting = True
+        self.inbound: _Direction | None = None  # host -> container
+        self.outbound: _Direction | None = None  # container -> host
+        self.events = {outer.fileno(): 0}
+
+    def attach(self, inner: socket.socket, in_progress: bool) -> None:
+        self.inner = inner
+        self.connecting = in_progress
+        self.events[inner.fileno()] = 0
+        try:
+            if not in_progress:
+                self._start()
+        except OSError:  # no pipes (e.g. out of file descriptors)
+            self.abort()
+            return
+        self._update()
+
+    def _start(self) -> None:
+        assert self.inner is not None
+        outer, inner = self.outer.fileno(), self.inner.fileno()
+        self.connecting = False
+        self.inbound = _Direction(outer, inner)
+        self.outbound = _Direction(inner, outer)
+
+    def on_event(self, mask: int) -> None:
+        if self.publisher._splices.get(self.outer) is not self:
+            return
+        try:
+            if self.connecting:
+                assert self.inner is not None
+                error = self.inner.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error:
+                    self.abort()
+                    return
+                if not mask & EVENT_WRITE:
+                    return
+                self._start()
+            assert self.inbound is not None and self.outbound is not None
+            assert self.inner is not None
+            if self.inbound.pump():
+                self.inner.shutdown(socket.SHUT_WR)
+            if self.outbound.pump():
+                self.outer.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.abort()
+            return
+        if self.inbound.done and self.outbound.done:
+            self.close()
+        else:
+            self._update()
+
+    def _update(self) -> None:
+        outer, inner = self.outer.fileno(), self.inner.fileno() if self.inner else -1
+        wanted = {outer: 0}
+        if inner >= 0:
+            wanted[inner] = 0
+        if self.connecting:
+            if inner >= 0:
+                wanted[inner] = EVENT_WRITE
+        elif self.inbound is not None and self.outbound is not None:
+            for direction in (self.inbound, self.outbound):
+                if direction.wants_read:
+                    wanted[direction.src] |= EVENT_READ
+                if direction.buffered:
+                    wanted[direction.dst] |= EVENT_WRITE
+        selector = self.publisher._selector
+        for fd, mask in wanted.items():
+            current = self.events.get(fd, 0)
+            if mask == current or selector is None:
+                continue
+            if mask == 0:
+                selector.unregister(fd)
+            elif current == 0:
+                selector.register(fd, mask, self.on_event)
+            else:
+                selector.modify(fd, mask, self.on_event)
+            self.events[fd] = mask
+
+    def _unwatch(self) -> None:
+        selector = self.publisher._selector
+        for fd, mask in self.events.items():
+            if mask and selector is not None:
+                selector.unregister(fd)
+        self.events = {}
+
+    def abort(self) -> None:
+        """Reset both ends (a failure on one side is passed on to the other)."""
+        for sock in (self.outer, self.inner):
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+                except OSError:
+                    pass
+        self.close()
+
+    def close(self) -> None:
+        self._unwatch()
+        for direction in (self.inbound, self.outbound):
+            if direction is not None:
+                direction.close()
+        self.inbound = self.outbound = None
+        if self.inner is not None:
+            self.inner.close()
+        self.outer.close()
+        self.publisher._splices.pop(self.outer, None)
+
+
+# --- UDP: relaying ------------------------------------------------------------------------------
+
+
+class _UdpPeer:
+    __slots__ = ("address", "deadline", "inner", "queue")
+
+    def __init__(self, address: tuple[str, int], deadline: float) -> None:
+        self.address = address
+        self.deadline = deadline
+        self.inner: socket.socket | None = None
+        self.queue: list[bytes] | None = []  # None once the socket has arrived
+
+
+class _UdpRelay:
+    __slots__ = ("container_port", "outer", "peers", "publisher")
+
+    def __init__(self, publisher: PortPublisher, outer: socket.socket, container_port: int) -> None:
+        self.publisher = publisher
+        self.outer = outer
+        self.container_port = container_port
+        self.peers: dict[tuple[str, int], _UdpPeer] = {}
+
+    def on_outer(self, mask: int) -> None:
+        now = self.publisher._clock()
+        for _ in range(DATAGRAMS_PER_EVENT):
+            try:
+                data, address = self.outer.recvfrom(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue  # an ICMP error for an earlier reply
+            peer = self.peers.get(address)
+            if peer is None:
+                if len(self.peers) >= MAX_UDP_PEERS:
+                    self._expire_oldest()
+                peer = self.peers[address] = _UdpPeer(address, now + UDP_IDLE_TIMEOUT)
+                self.publisher.dialer.dial("udp", self.container_port, self._attacher(peer))
+            peer.deadline = now + UDP_IDLE_TIMEOUT
+            if peer.queue is not None:
+                if len(peer.queue) < UDP_QUEUE:
+                    peer.queue.append(data)
+            elif peer.inner is not None:
+                try:
+                    peer.inner.send(data)
+                except OSError:
+                    pass  # UDP may lose datagrams (e.g. nothing listens in the container)
+
+    def _attacher(self, peer: _UdpPeer) -> DialCallback:
+        def attach(sock: socket.socket | None, code: int) -> None:
+            self._attach(peer, sock)
+
+        return attach
+
+    def _attach(self, peer: _UdpPeer, sock: socket.socket | None) -> None:
+        if self.peers.get(peer.address) is not peer or self.publisher.closed:
+            if sock is not None:
+                sock.close()
+            return
+        if sock is None:
+            del self.peers[peer.address]
+            return
+        queue, peer.queue, peer.inner = peer.queue or [], None, sock
+        for data in queue:
+            try:
+                sock.send(data)
+            except OSError:
+                pass
+        selector = self.publisher._selector
+        if selector is not None:
+            selector.register(sock, EVENT_READ, lambda mask: self._on_inner(peer))
+
+    def _on_inner(self, peer: _UdpPeer) -> None:
+        inner = peer.inner
+        if inner is None or self.peers.get(peer.address) is not peer:
+            return
+        peer.deadline = self.publisher._clock() + UDP_IDLE_TIMEOUT
+        for _ in range(DATAGRAMS_PER_EVENT):
+            try:
+                data = inner.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue  # e.g. port unreachable for an earlier datagram
+            try:
+                self.outer.sendto(data, peer.address)
+            except OSError:
+                pass
+
+    def _expire_oldest(self) -> None:
+        oldest = min(self.peers.values(), key=lambda peer: peer.deadline)
+        self.drop(oldest)
+
+    def drop(self, peer: _UdpPeer) -> None:
+        self.peers.pop(peer.address, None)
+        if peer.inner is not None:
+            selector = self.publisher._selector
+            if selector is not None:
+                try:
+                    selector.unregister(peer.inner)
+                except (KeyError, ValueError):
+                    pass
+            peer.inner.close()
+            peer.inner = None
+
+    def expire(self, now: float) -> None:
+        for peer in [peer for peer in self.peers.values() if peer.deadline <= now]:
+            self.drop(peer)
+
+    def next_deadline(self) -> float | None:
+        return min((peer.deadline for peer in self.peers.values()), default=None)
+
+    def close(self) -> None:
+        for peer in list(self.peers.values()):
+            self.drop(peer)
+
+
+def raise_fd_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as Go programs such as rootlessport do):
+    each published connection holds six descriptors (two sockets, two pipes)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
+
+
+# --- the publisher ------------------------------------------------------------------------------
+
+
+class PortPublisher:
+    """Publishes `mappings` of the container whose namespaces `dialer` (or process `pid`) reaches.
+
+    The constructor binds every host port first (PublishError for the first that fails; nothing
+    stays bound then) and, given a pid rather than a dialer, then starts the helper (OSError if it
+    cannot join the namespaces); `close()` stops that helper too. `bound` lists the mappings with
+    the host ports actually bound (one mapping per port), for `rl port` and inspect.
+    """
+
+    def __init__(
+        self,
+        mappings: Sequence[PortMapping],
+        *,
+        pid: int | None = None,
+        dialer: NamespaceDialer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        if (pid is None) == (dialer is None):
+            raise ValueError("PortPublisher needs a pid or a dialer")
+        self._clock = clock
+        self.max_connections = max_connections
+        self.closed = False
+        self._selector: selectors.BaseSelector | None = None
+        self._listeners: list[tuple[socket.socket, int]] = []  # TCP, with the container port
+        self._relays: list[_UdpRelay] = []
+        self._splices: dict[socket.socket, _Splice] = {}
+        self.bound: list[PortMapping] = []
+        self.refused = 0  # TCP connections refused (limit reached, or the container refused)
+        self._own_dialer = dialer is None
+        raise_fd_limit()
+        sockets: list[socket.socket] = []
+        try:
+            for mapping in mappings:
+                bound = bind_mapping(mapping)
+                sockets.extend(bound)
+                for sock, (_host, ctr) in zip(bound, mapping.pairs(), strict=True):
+                    port = sock.getsockname()[1]
+                    self.bound.append(PortMapping(mapping.host_ip, port, ctr, mapping.protocol))
+                    if mapping.protocol == "tcp":
+                        self._listeners.append((sock, ctr))
+                    else:
+                        self._relays.append(_UdpRelay(self, sock, ctr))
+            self.dialer = dialer if dialer is not None else NamespaceDialer(pid or 0)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+
+    def register(self, selector: selectors.BaseSelector) -> None:
+        """Start: accept and relay through `selector` (keys carry callables taking the mask)."""
+        if self._selector is not None:
+            raise RuntimeError("PortPublisher.register called twice")
+        self._selector = selector
+        if self._own_dialer:
+            self.dialer.register(selector)
+        for listener, ctr in self._listeners:
+            selector.register(
+                listener, EVENT_READ, lambda mask, s=listener, p=ctr: self._on_accept(s, p)
+            )
+        for relay in self._relays:
+            selector.register(relay.outer, EVENT_READ, relay.on_outer)
+
+    @property
+    def connections(self) -> int:
+        return len(self._splices)
+
+    def select_timeout(self) -> float | None:
+        deadline = self.next_deadline()
+        return None if deadline is None else max(0.0, deadline - self._clock())
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for relay in self._relays if (d := relay.next_deadline()) is not None]
+        return min(deadlines, default=None)
+
+    def run_timers(self) -> None:
+        now = self._clock()
+        for relay in self._relays:
+            relay.expire(now)
+
+    def _on_accept(self, listener: socket.socket, container_port: int) -> None:
+        for _ in range(ACCEPTS_PER_EVENT):
+            try:
+                conn, _address = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError:
+                return  # e.g. ECONNABORTED, EMFILE: try again on the next event
+            if len(self._splices) >= self.max_connections:
+                self.refused += 1
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+                conn.close()
+                continue
+            conn.setblocking(False)
+            splice = self._splices[conn] = _Splice(self, conn)
+            self.dialer.dial("tcp", container_port, self._dialer_callback(splice))
+
+    def _dialer_callback(self, splice: _Splice) -> DialCallback:
+        def dialed(sock: socket.socket | None, code: int) -> None:
+            self._dialed(splice, sock, code)
+
+        return dialed
+
+    def _dialed(self, splice: _Splice, sock: socket.socket | None, code: int) -> None:
+        if self._splices.get(splice.outer) is not splice:
+            if sock is not None:
+                sock.close()
+            return
+        if sock is None:
+            self.refused += 1
+            splice.abort()  # nothing listens in the container: the client sees a reset
+            return
+        splice.attach(sock, in_progress=code != 0)
+
+    def close(self) -> None:
+        """Stop listening, reset the connections, stop the helper if this publisher made it."""
+        if self.closed:
+            return
+        self.closed = True
+        selector = self._selector
+        for splice in list(self._splices.values()):
+            splice.abort()
+        for relay in self._relays:
+            relay.close()
+        for sock in [s for s, _ in self._listeners] + [r.outer for r in self._relays]:
+            if selector is not None:
+                try:
+                    selector.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+            sock.close()
+        if self._own_dialer:
+            self.dialer.close()
