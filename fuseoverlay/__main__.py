@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -70,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(config: Config, ready_fd: int | None) -> int:
     import pyfuse3
-    import trio
 
     from fuseoverlay.fs import OverlayFS
 
@@ -102,27 +100,11 @@ def _serve(config: Config, ready_fd: int | None) -> int:
         os.chdir("/")  # a daemon must not keep the caller's directory busy
         os.write(ready_fd, b"ok")
         os.close(ready_fd)
+    from fuseoverlay.session import serve
+
     stopped = False
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-
-            async def watch_signals() -> None:
-                nonlocal stopped
-                with trio.open_signal_receiver(
-                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP
-                ) as signals:
-                    async for _ in signals:
-                        stopped = True
-                        pyfuse3.terminate()
-                        return
-
-            nursery.start_soon(watch_signals)
-            await pyfuse3.main(min_tasks=1, max_tasks=1)
-            nursery.cancel_scope.cancel()
-
     try:
-        trio.run(run)
+        stopped = serve()
     finally:
         pyfuse3.close(unmount=stopped)
     return 0

@@ -16,7 +16,7 @@ import stat
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyfuse3
 
@@ -35,6 +35,7 @@ from fuseoverlay.resolve import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _fail(err: int) -> pyfuse3.FUSEError:
@@ -98,6 +99,7 @@ class OverlayFS(pyfuse3.Operations):
         # As root (of a user namespace) new files belong to the caller; as a plain user they
         # are the user's own, the only owner it can give.
         self.set_owner = os.geteuid() == 0
+        self._euid, self._egid = os.geteuid(), os.getegid()
         root = resolve_entry(range(len(self.layers.roots)), self._observer(b""))
         assert root is not None and root.is_dir, "the upper dir must be a directory"
         self.table = InodeTable(root.dir_layers)
@@ -119,10 +121,13 @@ class OverlayFS(pyfuse3.Operations):
     # --- resolution ------------------------------------------------------------------------
 
     def _observer(
-        self, path: bytes, seen: dict[int, os.stat_result] | None = None
+        self, path: bytes, seen: dict[int, os.stat_result] | None = None, bottom: int = -1
     ) -> Callable[[int], Kind]:
+        """`observe` for resolve_entry; `bottom` is the last candidate layer, where a whiteout
+        hides nothing below and so need not be looked for."""
+
         def observe(layer: int) -> Kind:
-            kind, st = self.layers.observe(layer, path)
+            kind, st = self.layers.observe(layer, path, whiteouts=layer != bottom)
             if seen is not None and st is not None:
                 seen[layer] = st
             return kind
@@ -145,7 +150,8 @@ class OverlayFS(pyfuse3.Operations):
                 return node, st
             self.table.remove_name(path)  # vanished behind our back; look again
         seen: dict[int, os.stat_result] = {}
-        found = resolve_entry(parent.dir_layers, self._observer(path, seen))
+        layers = parent.dir_layers
+        found = resolve_entry(layers, self._observer(path, seen, layers[-1]))
         if found is None:
             return None
         st = seen[found.layer]
@@ -155,7 +161,10 @@ class OverlayFS(pyfuse3.Operations):
     def _lower_visible(self, parent: Node, name: bytes) -> bool:
         """Whether a lower layer shows `name` in `parent` (removing it then needs a whiteout)."""
         lowers = [layer for layer in parent.dir_layers if layer != UPPER]
-        return resolve_entry(lowers, self._observer(join(parent.path, name))) is not None
+        if not lowers:
+            return False
+        observe = self._observer(join(parent.path, name), bottom=lowers[-1])
+        return resolve_entry(lowers, observe) is not None
 
     def _stat(self, node: Node) -> os.stat_result:
         if not node.names:  # unlinked but still open: its path may now name something else
@@ -254,6 +263,8 @@ class OverlayFS(pyfuse3.Operations):
             return
         uid = self.uids.to_outer(ctx.uid)
         gid = self.gids.to_outer(ctx.gid)
+        if uid == self._euid and gid == self._egid:
+            return  # created with these ids, or the setgid parent's group: as it must be
         parent_st = os.lstat(self.layers.real(UPPER, parent.path))
         if parent_st.st_mode & stat.S_ISGID:
             gid = parent_st.st_gid
@@ -268,9 +279,11 @@ class OverlayFS(pyfuse3.Operations):
         if mode & self._umask and not stat.S_ISLNK(mode):
             os.chmod(real, stat.S_IMODE(mode))
 
-    def _created(self, parent: Node, name: bytes, is_dir: bool) -> pyfuse3.EntryAttributes:
+    def _created(
+        self, parent: Node, name: bytes, is_dir: bool, st: os.stat_result | None = None
+    ) -> pyfuse3.EntryAttributes:
         path = join(parent.path, name)
-        st = os.lstat(self.layers.real(UPPER, path))
+        st = st or os.lstat(self.layers.real(UPPER, path))
         key = (st.st_dev, st.st_ino) if not is_dir else None
         node = self.table.add(path, UPPER, is_dir, (UPPER,), key)
         return self._entry(node, st)
@@ -286,8 +299,7 @@ class OverlayFS(pyfuse3.Operations):
         if name == b"..":
             up = self.table.at(split(parent.path)[0]) if parent.path else parent
             return self._entry(up or parent)
-        with _os_errors():
-            found = self._child(parent, name)
+        found = self._child(parent, name)
         if found is None:
             # A negative entry the kernel may cache: only this process creates names.
             attr = pyfuse3.EntryAttributes()
@@ -302,8 +314,7 @@ class OverlayFS(pyfuse3.Operations):
 
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
-        with _os_errors():
-            return self._attrs(node, self._stat(node))
+        return self._attrs(node, self._stat(node))
 
     async def setattr(
         self,
@@ -322,48 +333,54 @@ class OverlayFS(pyfuse3.Operations):
             or fields.update_atime
             or fields.update_mtime
         )
-        with _os_errors():
-            if not changes:  # e.g. the ctime the writeback cache keeps: nothing to store
+        if not changes:  # e.g. the ctime the writeback cache keeps: nothing to store
+            return self._attrs(node, self._stat(node))
+        open_file = self._files.get(fh) if fh is not None else None
+        if not node.names:
+            open_file = self._open_file_of(node)
+            if open_file is None or open_file.layer != UPPER:
+                # Unlinked and open only on a lower layer. The kernel's writeback cache
+                # still flushes the times it kept; they have nowhere to go.
+                if fields.update_size or fields.update_mode:
+                    raise _fail(errno.EROFS)
+                if fields.update_uid or fields.update_gid:
+                    raise _fail(errno.EROFS)
                 return self._attrs(node, self._stat(node))
-            open_file = self._files.get(fh) if fh is not None else None
-            if not node.names:
-                open_file = self._open_file_of(node)
-                if open_file is None or open_file.layer != UPPER:
-                    # Unlinked and open only on a lower layer. The kernel's writeback cache
-                    # still flushes the times it kept; they have nowhere to go.
-                    if fields.update_size or fields.update_mode:
-                        raise _fail(errno.EROFS)
-                    if fields.update_uid or fields.update_gid:
-                        raise _fail(errno.EROFS)
-                    return self._attrs(node, self._stat(node))
-                target: int | bytes = open_file.fd
+            target: int | bytes = open_file.fd
+        else:
+            self._copy_up(node, size=attr.st_size if fields.update_size else None)
+            if open_file is not None and open_file.layer == UPPER:
+                target = open_file.fd  # f*() calls (tar's): no path to walk
             else:
-                self._copy_up(node, size=attr.st_size if fields.update_size else None)
                 target = self._real(node)
-            st = self._stat(node)
+        by_fd = isinstance(target, int)  # a descriptor is never a symlink's
+        partial_times = fields.update_atime != fields.update_mtime
+        st = None
+        if partial_times or (not by_fd and (fields.update_mode or fields.update_size)):
+            st = os.fstat(target) if isinstance(target, int) else self._stat(node)
             if stat.S_ISLNK(st.st_mode) and fields.update_mode:
                 raise _fail(errno.EOPNOTSUPP)
-            follow = isinstance(target, int)  # path calls must not follow a symlink
-            if fields.update_size:
-                if open_file is not None and open_file.writable:
-                    os.ftruncate(open_file.fd, attr.st_size)
-                else:
-                    os.truncate(target, attr.st_size)
-                if not fields.update_mode and stat.S_ISREG(st.st_mode):
-                    self._drop_privileges(target)
-            if fields.update_uid or fields.update_gid:
-                uid = self.uids.to_outer(attr.st_uid) if fields.update_uid else -1
-                gid = self.gids.to_outer(attr.st_gid) if fields.update_gid else -1
-                if uid is None or gid is None:
-                    raise _fail(errno.EINVAL)
-                os.chown(target, uid, gid, follow_symlinks=follow)
-            if fields.update_mode:
-                os.chmod(target, stat.S_IMODE(attr.st_mode))
-            if fields.update_atime or fields.update_mtime:
-                atime = attr.st_atime_ns if fields.update_atime else st.st_atime_ns
-                mtime = attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns
-                os.utime(target, ns=(atime, mtime), follow_symlinks=follow)
-            return self._attrs(node, self._stat(node))
+        if fields.update_size:
+            if open_file is not None and open_file.writable:
+                os.ftruncate(open_file.fd, attr.st_size)
+            else:  # a read-only descriptor cannot truncate: the name can
+                os.truncate(self._real(node) if node.names else target, attr.st_size)
+            if not fields.update_mode and (st is None or stat.S_ISREG(st.st_mode)):
+                self._drop_privileges(target)
+        if fields.update_uid or fields.update_gid:
+            uid = self.uids.to_outer(attr.st_uid) if fields.update_uid else -1
+            gid = self.gids.to_outer(attr.st_gid) if fields.update_gid else -1
+            if uid is None or gid is None:
+                raise _fail(errno.EINVAL)
+            os.chown(target, uid, gid, follow_symlinks=by_fd)
+        if fields.update_mode:
+            os.chmod(target, stat.S_IMODE(attr.st_mode))
+        if fields.update_atime or fields.update_mtime:
+            atime = attr.st_atime_ns if fields.update_atime or st is None else st.st_atime_ns
+            mtime = attr.st_mtime_ns if fields.update_mtime or st is None else st.st_mtime_ns
+            os.utime(target, ns=(atime, mtime), follow_symlinks=by_fd)
+        final = os.fstat(target) if isinstance(target, int) else self._stat(node)
+        return self._attrs(node, final)
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = self._node(inode)
@@ -392,8 +409,19 @@ class OverlayFS(pyfuse3.Operations):
         whether a whiteout was there."""
         self._prepare_parent(parent)
         path = join(parent.path, name)
-        had_whiteout = self.layers.clear_whiteout(path)
+        # Whiteouts are made only where a lower layer shows the name: a directory of the upper
+        # layer alone has none to clear (see _retry_over_whiteout for one that has).
+        had_whiteout = parent.has_lower and self.layers.clear_whiteout(path)
         return self.layers.real(UPPER, path), had_whiteout
+
+    def _retry_over_whiteout(self, path: bytes, make: Callable[[], _T]) -> _T:
+        """`make()`; if the name is taken by a whiteout after all, clear it and make again."""
+        try:
+            return make()
+        except FileExistsError:
+            if not self.layers.clear_whiteout(path):
+                raise
+            return make()
 
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
@@ -401,7 +429,7 @@ class OverlayFS(pyfuse3.Operations):
         parent = self._node(parent_inode)
         with _os_errors():
             real, _ = self._place(parent, name)
-            os.mknod(real, mode, rdev)
+            self._retry_over_whiteout(join(parent.path, name), lambda: os.mknod(real, mode, rdev))
             self._exact_mode(real, mode)
             self._give_owner(real, parent, ctx)
             return self._created(parent, name, False)
@@ -412,7 +440,9 @@ class OverlayFS(pyfuse3.Operations):
         parent = self._node(parent_inode)
         with _os_errors():
             real, had_whiteout = self._place(parent, name)
-            os.mkdir(real, stat.S_IMODE(mode))
+            self._retry_over_whiteout(
+                join(parent.path, name), lambda: os.mkdir(real, stat.S_IMODE(mode))
+            )
             try:
                 self._exact_mode(real, mode)
                 self._give_owner(real, parent, ctx)
@@ -429,7 +459,7 @@ class OverlayFS(pyfuse3.Operations):
         parent = self._node(parent_inode)
         with _os_errors():
             real, _ = self._place(parent, name)
-            os.symlink(target, real)
+            self._retry_over_whiteout(join(parent.path, name), lambda: os.symlink(target, real))
             self._give_owner(real, parent, ctx)
             return self._created(parent, name, False)
 
@@ -443,7 +473,8 @@ class OverlayFS(pyfuse3.Operations):
         with _os_errors():
             self._copy_up(node)
             real, _ = self._place(parent, new_name)
-            os.link(self._real(node), real)
+            source = self._real(node)
+            self._retry_over_whiteout(join(parent.path, new_name), lambda: os.link(source, real))
             path = join(parent.path, new_name)
             self.table.add_name(node, path)
             st = self._stat(node)
@@ -504,10 +535,12 @@ class OverlayFS(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
-        if flags & pyfuse3.RENAME_EXCHANGE:
-            raise _fail(errno.EINVAL)
         old_parent = self._node(parent_inode_old)
         new_parent = self._node(parent_inode_new)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            with _os_errors():
+                self._exchange(old_parent, name_old, new_parent, name_new)
+            return
         with _os_errors():
             node = self._existing(old_parent, name_old)
             if node.is_dir and node.has_lower:
@@ -555,6 +588,31 @@ class OverlayFS(pyfuse3.Operations):
                 self.layers.make_whiteout(old_path)
             self.table.move(old_path, new_path)
 
+    def _exchange(
+        self, old_parent: Node, old_name: bytes, new_parent: Node, new_name: bytes
+    ) -> None:
+        """RENAME_EXCHANGE, as kernel overlayfs does it: both entries copied up and swapped in
+        the upper layer; a directory with lower content cannot move (EXDEV, as for rename)."""
+        node = self._existing(old_parent, old_name)
+        other = self._existing(new_parent, new_name)
+        if node is other:
+            return
+        if any(n.is_dir and n.has_lower for n in (node, other)):
+            raise _fail(errno.EXDEV)
+        old_path = join(old_parent.path, old_name)
+        new_path = join(new_parent.path, new_name)
+        self._copy_up(node)
+        self._copy_up(other)
+        self._prepare_parent(old_parent)
+        self._prepare_parent(new_parent)
+        self.layers.exchange(old_path, new_path)
+        # A directory that lands in a merged one hides what lower layers have under its name.
+        if node.is_dir and new_parent.has_lower:
+            self.layers.set_opaque(new_path)
+        if other.is_dir and old_parent.has_lower:
+            self.layers.set_opaque(old_path)
+        self.table.exchange(old_path, new_path)
+
     # --- files -----------------------------------------------------------------------------
 
     def _open_real(self, node: Node, flags: int) -> int:
@@ -588,21 +646,21 @@ class OverlayFS(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
-        with _os_errors():
-            real, _ = self._place(parent, name)
-            fd = os.open(
-                real, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, stat.S_IMODE(mode)
-            )
-            try:
-                self._exact_mode(fd, mode)
-                self._give_owner(real, parent, ctx, fd)
-                attr = self._created(parent, name, False)
-            except BaseException:
-                os.close(fd)
-                os.unlink(real)
-                raise
-            node = self._node(attr.st_ino)
-            return self._add_file(fd, node, flags), attr
+        real, _ = self._place(parent, name)
+        exclusive = os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW
+        fd = self._retry_over_whiteout(
+            join(parent.path, name), lambda: os.open(real, exclusive, stat.S_IMODE(mode))
+        )
+        try:
+            self._exact_mode(fd, mode)
+            self._give_owner(real, parent, ctx, fd)
+            attr = self._created(parent, name, False, os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            os.unlink(real)
+            raise
+        node = self._node(attr.st_ino)
+        return self._add_file(fd, node, flags), attr
 
     def _file(self, fh: int) -> OpenFile:
         open_file = self._files.get(fh)
@@ -611,18 +669,16 @@ class OverlayFS(pyfuse3.Operations):
         return open_file
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        with _os_errors():
-            return os.pread(self._file(fh).fd, size, off)
+        return os.pread(self._file(fh).fd, size, off)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        with _os_errors():
-            open_file = self._file(fh)
-            if not open_file.writable:
-                raise _fail(errno.EBADF)
-            if not open_file.privileges_dropped:
-                self._drop_privileges(open_file.fd)
-                open_file.privileges_dropped = True
-            return os.pwrite(open_file.fd, buf, off)
+        open_file = self._file(fh)
+        if not open_file.writable:
+            raise _fail(errno.EBADF)
+        if not open_file.privileges_dropped:
+            self._drop_privileges(open_file.fd)
+            open_file.privileges_dropped = True
+        return os.pwrite(open_file.fd, buf, off)
 
     @staticmethod
     def _drop_privileges(file: int | bytes) -> None:
@@ -705,13 +761,11 @@ class OverlayFS(pyfuse3.Operations):
         key = os.fsdecode(name)
         if is_private_xattr(key):
             raise _fail(pyfuse3.ENOATTR)
-        with _os_errors():
-            return os.getxattr(self._real(node), key, follow_symlinks=False)
+        return os.getxattr(self._real(node), key, follow_symlinks=False)
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         node = self._node(inode)
-        with _os_errors():
-            names = os.listxattr(self._real(node), follow_symlinks=False)
+        names = os.listxattr(self._real(node), follow_symlinks=False)
         return [os.fsencode(n) for n in names if not is_private_xattr(n)]
 
     async def setxattr(
@@ -737,7 +791,8 @@ class OverlayFS(pyfuse3.Operations):
 
 
 def _guarded(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """An unexpected exception answers EIO instead of ending the session (and the mount)."""
+    """An OSError answers its errno (so the busiest handlers need no `_os_errors`), and an
+    unexpected exception EIO instead of ending the session (and the mount)."""
 
     @functools.wraps(method)
     async def handler(*args: Any) -> Any:

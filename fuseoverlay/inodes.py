@@ -134,6 +134,13 @@ class InodeTable:
                     n.path = renamed
                 self._by_path[renamed] = n
 
+    def exchange(self, a: bytes, b: bytes) -> None:
+        """RENAME_EXCHANGE: the nodes at `a` and `b` (and what is below them) trade places."""
+        parked = b"\0exchange"  # no real path holds a NUL
+        self.move(a, parked)
+        self.move(b, a)
+        self.move(parked, b)
+
     def looked_up(self, node: Node) -> None:
         node.lookups += 1
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 from collections.abc import Sequence
+from typing import Any
 
 from fuseoverlay.resolve import (
     OPAQUE_MARKER,
@@ -20,6 +21,9 @@ from fuseoverlay.resolve import (
 )
 
 TEMP_PREFIX = b"#fo-"  # names this implementation makes in the work dir
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+_libc: Any = None  # ctypes' libc, loaded on the first exchange
 
 
 def is_whiteout(st: os.stat_result) -> bool:
@@ -56,9 +60,15 @@ class Layers:
         except NotADirectoryError:
             return None
 
-    def observe(self, layer: int, path: bytes) -> tuple[Kind, os.stat_result | None]:
+    def observe(
+        self, layer: int, path: bytes, *, whiteouts: bool = True
+    ) -> tuple[Kind, os.stat_result | None]:
+        """What `layer` holds at `path`. Without `whiteouts`, a `.wh.NAME` file is not looked
+        for (the bottom layer of a lookup: absent and whited out mean the same there)."""
         st = self.lstat(layer, path)
         if st is None:
+            if not whiteouts:
+                return Kind.ABSENT, None
             head, _, name = path.rpartition(b"/")
             if self.lstat(layer, join(head, WHITEOUT_PREFIX + name)) is not None:
                 return Kind.WHITEOUT, None
@@ -156,6 +166,18 @@ class Layers:
                 self.real(UPPER, join(path, OPAQUE_MARKER)), os.O_CREAT | os.O_WRONLY, 0o600
             )
             os.close(fd)
+
+    def exchange(self, a: bytes, b: bytes) -> None:
+        """Swap two upper entries atomically (renameat2 with RENAME_EXCHANGE)."""
+        global _libc
+        import ctypes
+
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        flags = RENAME_EXCHANGE
+        if _libc.renameat2(AT_FDCWD, self.real(UPPER, a), AT_FDCWD, self.real(UPPER, b), flags):
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
 
     def empty_upper_dir(self, path: bytes) -> None:
         """Remove the whiteouts left in an upper directory that is merged-empty."""

@@ -258,10 +258,10 @@ def _join_userns(fd: int) -> None:
 
 def serve(sock_fd: int, args: dict[str, Any]) -> int:
     import pyfuse3
-    import trio
 
     from fuseoverlay.fs import OverlayFS
     from fuseoverlay.options import IdMap
+    from fuseoverlay.session import serve as serve_session
     from rootless import syscalls
 
     syscalls.set_process_name("rl-fuseoverlay")  # what `ps -o comm` and top show
@@ -299,7 +299,7 @@ def serve(sock_fd: int, args: dict[str, Any]) -> int:
         return START_FAILED
     _send(sock, "ok")
     try:
-        trio.run(pyfuse3.main, 1, 1)
+        serve_session(stop_signals=False)  # it ends with the container's mount
     except BaseException as exc:
         _send(sock, f"E{exc or type(exc).__name__}")
         return 1

@@ -1,7 +1,9 @@
 """The fuse storage driver end to end: `rl run --storage-driver fuse` as the unprivileged user.
 
-A representative part of tests/e2e/test_run.py runs again with the fuse driver (the same test
-functions, with `rlm` bound to `--storage-driver fuse`), then what only the fuse driver has:
+The storage-sensitive part of tests/e2e/test_run.py (image files, workdirs, volumes, the
+read-only root, id mappings, container records and cleanup on every exit path) runs again with
+the fuse driver (the same test functions, with `rlm` bound to `--storage-driver fuse`); writes
+and deletes of image files run with both drivers; then what only the fuse driver has:
 the helper process's lifetime on every exit path, its death mid-run, keep-id without a chowned
 copy, and podman running fuseoverlay as its mount program.
 """
@@ -39,12 +41,37 @@ from tests.e2e.test_run import (
     test_image_file_ownership_inside_and_on_host as test_image_file_ownership_inside_and_on_host,
 )
 from tests.e2e.test_run import test_keep_id as test_keep_id
+from tests.e2e.test_run import (
+    test_missing_image_workdir_is_created_for_the_user as test_missing_image_workdir_is_created_for_the_user,  # noqa: E501
+)
+from tests.e2e.test_run import (
+    test_named_container_record_ps_and_rm as test_named_container_record_ps_and_rm,
+)
+from tests.e2e.test_run import test_named_volume_persists as test_named_volume_persists
+from tests.e2e.test_run import (
+    test_privileged_containerenv_and_caps as test_privileged_containerenv_and_caps,
+)
 from tests.e2e.test_run import test_read_only_root as test_read_only_root
 from tests.e2e.test_run import test_rm_leaves_nothing as test_rm_leaves_nothing
 from tests.e2e.test_run import (
+    test_rm_of_running_container_needs_force as test_rm_of_running_container_needs_force,
+)
+from tests.e2e.test_run import (
+    test_rm_removes_anonymous_volumes_only as test_rm_removes_anonymous_volumes_only,
+)
+from tests.e2e.test_run import (
     test_sigkill_of_rl_leaves_no_process_or_mount as test_sigkill_of_rl_leaves_no_process_or_mount,
 )
+from tests.e2e.test_run import (
+    test_sigkilled_rm_container_is_cleaned_by_ps as test_sigkilled_rm_container_is_cleaned_by_ps,
+)
+from tests.e2e.test_run import (
+    test_uidmap_uses_intermediate_ids as test_uidmap_uses_intermediate_ids,
+)
 from tests.e2e.test_run import test_user_resolution as test_user_resolution
+from tests.e2e.test_run import (
+    test_volume_in_use_cannot_be_removed as test_volume_in_use_cannot_be_removed,
+)
 from tests.e2e.test_run import (
     test_whiteouts_and_opaque_dirs_hidden as test_whiteouts_and_opaque_dirs_hidden,
 )
@@ -61,6 +88,7 @@ class DriverRl(Rl):
     def __init__(self, user: User, root: Path, driver: str) -> None:
         super().__init__(user, root)
         self.driver = driver
+        self.global_args = ("--storage-driver", driver)  # for test_run._rl_argv
 
     def __call__(
         self,
@@ -115,6 +143,31 @@ def _wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
 def _container_id(rl: Rl, name: str) -> str:
     rows = rl.ok("ps", "-a", "--no-trunc").stdout.splitlines()
     return next(row.split()[0] for row in rows if row.split()[-1] == name)
+
+
+# --- both drivers --------------------------------------------------------------------------
+
+IMAGE_CHANGES = (
+    "echo more >> /etc/motd; cat /etc/motd; rm /home/tester/secret.txt; ls -A /home/tester; "
+    "rm -r /data; ls /data 2>&1; mkdir /data && echo new > /data/f && cat /data/f; "
+    "chmod 600 /etc/motd; mv /etc/motd /etc/motd2; stat -c %a /etc/motd2; ls /etc/motd 2>&1; "
+    "ln /etc/passwd /etc/passwd2; stat -c %h /etc/passwd; truncate -s 4 /etc/group; "
+    "cat /etc/group; echo; touch -d @1000000000 /etc/group; stat -c %Y /etc/group"
+)
+IMAGE_CHANGES_SEEN = [
+    "layer 3", "more", "shared", "ls: /data: No such file or directory", "new", "600",
+    "ls: /etc/motd: No such file or directory", "2", "root", "1000000000",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("driver", ["overlay", "fuse"])
+def test_image_files_written_and_deleted(rlm: Rl, driver: str) -> None:
+    """Changes to image files and directories in one container; the next sees the image."""
+    rl = DriverRl(rlm.user, rlm.root, driver)
+    assert sh(rl, IMAGE_CHANGES).splitlines() == IMAGE_CHANGES_SEEN
+    fresh = "cat /etc/motd /home/tester/secret.txt; ls /data | wc -l; stat -c %h /etc/passwd"
+    fresh += "; head -c 5 /etc/group"
+    assert sh(rl, fresh).splitlines() == ["layer 3", "tester's secret", "9", "1", "root:"]
 
 
 # --- what only the fuse driver does -----------------------------------------------------

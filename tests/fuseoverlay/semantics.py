@@ -552,6 +552,54 @@ def act_layers(m: Path, base: Path) -> Obs:
     return obs
 
 
+def _exchange(a: Path, b: Path) -> None:
+    """renameat2(RENAME_EXCHANGE): both names stay, swapped."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, bytes(a), at_fdcwd, bytes(b), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def build_exchange(base: Path) -> None:
+    lower = base / "lower1"
+    (lower / "ldir").mkdir(parents=True)
+    _write(lower / "ldir" / "x", "x")
+    (lower / "other").mkdir()
+    _write(lower / "other" / "o", "o")
+    _write(lower / "a", "A", 0o600)
+    _write(lower / "b", "B", 0o640)
+    _write(lower / "c", "C")
+    os.setxattr(lower / "a", "user.tag", b"a")
+
+
+def act_exchange(m: Path, base: Path) -> Obs:
+    obs: Obs = {}
+    ino = {n: os.stat(m / n).st_ino for n in ("a", "b")}
+    obs["lower files"] = _err(lambda: _exchange(m / "a", m / "b"))
+    obs["inodes follow"] = [
+        os.stat(m / "b").st_ino == ino["a"],
+        os.stat(m / "a").st_ino == ino["b"],
+    ]
+    _write(m / "new", "N")
+    obs["lower and upper file"] = _err(lambda: _exchange(m / "c", m / "new"))
+    (m / "udir").mkdir()
+    _write(m / "udir" / "y", "y")
+    obs["upper dir and file"] = _err(lambda: _exchange(m / "udir", m / "new"))
+    obs["across dirs"] = _err(lambda: _exchange(m / "a", m / "other" / "o"))
+    obs["lower dir"] = _err(lambda: _exchange(m / "ldir", m / "c"))
+    obs["lower dir and upper dir"] = _err(lambda: _exchange(m / "udir", m / "ldir"))
+    obs["missing"] = _err(lambda: _exchange(m / "a", m / "nothing"))
+    (m / "other" / "sub").mkdir()
+    obs["upper dir into merged dir"] = _err(lambda: _exchange(m / "other" / "sub", m / "new"))
+    obs["xattr followed"] = os.getxattr(m / "b", "user.tag").decode()
+    obs["tree"] = _tree(m)
+    obs["upper"] = _upper(base / "upper")
+    return obs
+
+
 RANDOM_NAMES = ("a", "b", "c", "d/a", "d/b", "d/e", "d/e/a", "e", "e/a", "e/b")
 
 
@@ -643,6 +691,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path], None], Callable[[Path, Path], Obs]]]
     "deep": (build_deep, act_deep),
     "layers": (build_layers, act_layers),
     "random": (build_random, act_random),
+    "exchange": (build_exchange, act_exchange),
 }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +69,41 @@ def test_mounts_in_the_background_and_unmounts(user: User, dirs: Path) -> None:
     while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid}"), "the helper exits once unmounted"
+
+
+def _wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_unmounts_idle_or_busy(user: User, dirs: Path, signum: int) -> None:
+    """The helper sleeps in read(2) on the device between requests: a stop signal still ends it
+    at once, and it unmounts."""
+    merged = dirs / "merged"
+    assert user.run([FUSEOVERLAY, "-o", _options(dirs), str(merged)], timeout=60).returncode == 0
+    (pid,) = _helpers(str(merged))
+    time.sleep(0.2)  # idle: asleep in read(2)
+    os.kill(pid, signum)
+    assert _wait_gone(pid), "the helper ends on a stop signal"
+    assert not _mounted(merged)
+    # and while requests keep coming
+    assert user.run([FUSEOVERLAY, "-o", _options(dirs), str(merged)], timeout=60).returncode == 0
+    (pid,) = _helpers(str(merged))
+    # open+release requests until the file is gone with the mount (then the loop ends itself)
+    script = f"while cat {merged}/greeting >/dev/null 2>&1; do :; done"
+    busy = subprocess.Popen(user.argv(["sh", "-c", script], user.env()), stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        os.kill(pid, signum)
+        assert _wait_gone(pid), "the helper ends on a stop signal"
+        assert not _mounted(merged)
+        busy.wait(timeout=30)
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 @pytest.mark.parametrize(

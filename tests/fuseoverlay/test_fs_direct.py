@@ -3,6 +3,7 @@ copy-up details that are easier to see on the layer directories."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Awaitable, Callable
@@ -209,3 +210,46 @@ def test_modes_are_exact_whatever_this_process_umask(layers: Layers) -> None:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in layers.upper.iterdir()}
     assert modes == {"f": 0o666, "d": 0o777, "p": 0o666}
+
+
+def test_exchange_swaps_directories_with_what_is_below_them(layers: Layers) -> None:
+    (layers.lowers[0] / "f").write_text("lower")
+
+    async def check() -> None:
+        fs = layers.fs()
+        for name in (b"a", b"b"):
+            await fs.mkdir(ROOT_INODE, name, stat.S_IFDIR | 0o755, CTX)
+        a, b = await lookup(fs, "a"), await lookup(fs, "b")
+        fi, inside = await fs.create(a.st_ino, b"in-a", stat.S_IFREG | 0o644, os.O_WRONLY, CTX)
+        await fs.release(fi.fh)
+        f = await lookup(fs, "f")
+        await fs.rename(ROOT_INODE, b"a", ROOT_INODE, b"b", pyfuse3.RENAME_EXCHANGE, CTX)
+        assert (await lookup(fs, "b")).st_ino == a.st_ino
+        assert (await lookup(fs, "a")).st_ino == b.st_ino
+        assert (await lookup(fs, "b/in-a")).st_ino == inside.st_ino
+        assert sorted(os.listdir(layers.upper / "b")) == ["in-a"]
+        # a lower file and an upper directory: both in the upper layer afterwards
+        await fs.rename(ROOT_INODE, b"f", ROOT_INODE, b"a", pyfuse3.RENAME_EXCHANGE, CTX)
+        assert (await lookup(fs, "a")).st_ino == f.st_ino
+        assert (layers.upper / "a").read_text() == "lower"
+        assert (layers.upper / "f").is_dir()
+        with pytest.raises(pyfuse3.FUSEError) as missing:
+            await fs.rename(ROOT_INODE, b"a", ROOT_INODE, b"zz", pyfuse3.RENAME_EXCHANGE, CTX)
+        assert missing.value.errno == errno.ENOENT
+
+    run(check)
+
+
+def test_a_stray_whiteout_in_an_upper_only_directory_is_replaced(layers: Layers) -> None:
+    """Whiteouts are looked for only in merged directories; one found elsewhere still gives way."""
+
+    async def check() -> None:
+        fs = layers.fs()
+        d = await fs.mkdir(ROOT_INODE, b"d", stat.S_IFDIR | 0o755, CTX)
+        os.mknod(layers.upper / "d" / "x", stat.S_IFCHR, os.makedev(0, 0))
+        fi, _ = await fs.create(d.st_ino, b"x", stat.S_IFREG | 0o600, os.O_WRONLY, CTX)
+        await fs.write(fi.fh, 0, b"x")
+        await fs.release(fi.fh)
+        assert (layers.upper / "d" / "x").read_text() == "x"
+
+    run(check)

@@ -136,6 +136,14 @@ def test_the_scenarios_see_overlay_semantics(seen: dict[str, dict[str, Any]]) ->
         assert "gone" not in before and "d/from-3" not in before and "d/from-5" in before
         assert [p for p in before if p.startswith("d/sub/")] == ["d/sub/deep-12"]
         assert s["layers"]["upper"]["d/from-5"] == "whiteout"
+        exchange = s["exchange"]
+        assert exchange["lower files"] == exchange["upper dir and file"] == "ok"
+        assert exchange["lower dir"] == exchange["lower dir and upper dir"] == "EXDEV"
+        assert exchange["inodes follow"] == [True, True] and exchange["xattr followed"] == "a"
+        assert exchange["tree"]["b"].endswith("b'A'") and exchange["tree"]["other/o"].endswith(
+            "b'B'"
+        )
+        assert exchange["upper"]["other/sub"] == "opaque dir"
     assert seen["fuse"]["hardlink"]["same inode"] is True
     outcomes = [r.rsplit(": ", 1)[1] for r in seen["kernel"]["random"]["results"]]
     assert outcomes.count("ok") > 100 and len(set(outcomes)) > 5  # the sequence does things
