@@ -1,6 +1,6 @@
 """Container <-> host TCP throughput: rl's user-mode stack (netns) vs slirp4netns, in one run.
 
-    sudo /opt/rl/venv/bin/python bench/net.py [--mib 1024] [--reps 3]
+    sudo /opt/rl/venv/bin/python bench/net.py [--mib 1024] [--reps 3] [--seconds 5]
 
 Runs as the unprivileged test user (tests/harness.py). Each run makes a user+net namespace with
 `unshare -Urn`, gives it a network (netns: `open_tap_in` + `NetDriver` in a process of its own;
@@ -12,11 +12,18 @@ on these hosts, so both ends are Python (each well above 10 Gbit/s on loopback a
 
 The script copies itself and this tree's `netns` to a directory the user can read, so it measures
 this source whatever the installed rl holds. Not a test: nothing asserts on speed.
+
+Published port (when iperf3 is installed): an `iperf3 -s` in a user+net namespace, published on
+127.0.0.1 by `netns.ports.PortPublisher` (its own process; PSS = it + its namespace helper), and
+an `iperf3 -c` on the host for --seconds each way (`-R`: container -> host); and, for
+comparison, podman's own (`podman --runtime runc run -p ... --rootfs DIR iperf3 -s`, DIR holding
+only the host's iperf3 and its libraries: rootlessport + slirp4netns).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -104,6 +111,155 @@ conn.close()
 """
 
 
+PUBLISHER = """
+import os, selectors, sys, time
+from netns.ports import PortPublisher, parse_publish
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as file:
+            for line in file:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+pid = int(sys.argv[1])
+publisher = PortPublisher([parse_publish("127.0.0.1::5201")], pid=pid)
+print(publisher.bound[0].host_port, flush=True)
+peak, last = 0, 0.0
+with selectors.DefaultSelector() as selector:
+    publisher.register(selector)
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        for key, mask in selector.select(0.2):
+            key.data(mask)
+        if time.monotonic() - last > 0.2:
+            last = time.monotonic()
+            peak = max(peak, pss_kib(os.getpid()) + pss_kib(publisher.dialer.pid))
+publisher.close()
+print(peak, flush=True)
+"""
+
+
+def iperf3_client(port: int, seconds: int, reverse: bool) -> float:
+    argv = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"]
+    result = subprocess.run(
+        argv + (["-R"] if reverse else []), capture_output=True, text=True, check=False
+    )
+    report = json.loads(result.stdout)
+    if "error" in report:
+        raise RuntimeError(f"iperf3: {report['error']}")
+    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def network_processes_pss() -> int:
+    """PSS of this user's rootlessport and slirp4netns processes (podman's per-container
+    network), KiB."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as file:
+                name = file.read().strip()
+            if (
+                name.startswith(("rootlessport", "slirp4netns"))
+                and os.stat(f"/proc/{entry}").st_uid == os.getuid()
+            ):
+                total += pss_kib(int(entry))
+        except OSError:
+            continue
+    return total
+
+
+def published_run(tool: str, reverse: bool, seconds: int, rootfs: str) -> tuple[float, int]:
+    """Gbit/s through a published port (reverse: container -> host), and the peak PSS (KiB)
+    of what publishes it."""
+    if tool == "netns":
+        server = subprocess.Popen(
+            ["unshare", "-Urn", "sh", "-c", "ip link set lo up && exec iperf3 -s -1 -p 5201"],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(0.3)
+        publisher = subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, str(server.pid)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
+        assert publisher.stdout is not None
+        port = int(publisher.stdout.readline())
+        time.sleep(0.3)
+        try:
+            rate = iperf3_client(port, seconds, reverse)
+        finally:
+            server.wait(timeout=30)
+        peak = int(publisher.communicate(timeout=30)[0].split()[-1])
+        return rate, peak
+    port = 15201
+    name = "rl-bench-published"
+    argv = ["podman", "--runtime", "runc", "run", "--rm", "-d", "--name", name]
+    argv += ["-p", f"127.0.0.1:{port}:5201", "--rootfs", rootfs, "/bin/iperf3", "-s", "-1"]
+    subprocess.run(argv, check=True, capture_output=True)
+    try:
+        time.sleep(1.0)
+        peak = network_processes_pss()
+        rate = iperf3_client(port, seconds, reverse)
+        peak = max(peak, network_processes_pss())
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True, check=False)
+    return rate, peak
+
+
+def published_main(reps: int, seconds: int, rootfs: str) -> None:
+    print(f"Published port 127.0.0.1 -> container, iperf3 {seconds} s, {reps} runs, medians")
+    tools = ("netns", "podman")
+    for reverse, label in ((False, "host -> container"), (True, "container -> host")):
+        runs: dict[str, list[tuple[float, int]]] = {tool: [] for tool in tools}
+        failed: dict[str, str] = {}
+        for _ in range(reps):  # interleaved: the load on a shared machine varies
+            for tool in tools:
+                if tool in failed:
+                    continue
+                try:
+                    runs[tool].append(published_run(tool, reverse, seconds, rootfs))
+                except (OSError, RuntimeError, ValueError, subprocess.CalledProcessError) as exc:
+                    failed[tool] = str(exc)
+        rates: dict[str, float] = {}
+        for tool in tools:
+            if tool in failed:
+                print(f"{label:<18} {tool:<12} failed: {failed[tool]}")
+                continue
+            rates[tool] = statistics.median(run[0] for run in runs[tool])
+            peak = max(run[1] for run in runs[tool]) / 1024
+            what = "publisher + helper" if tool == "netns" else "rootlessport + slirp4netns"
+            print(
+                f"{label:<18} {tool:<12} {rates[tool]:6.2f} Gbit/s   peak PSS {peak:5.1f} MB"
+                f" ({what})"
+            )
+        if len(rates) == 2:
+            print(f"{label:<18} ratio netns / podman: {rates['netns'] / rates['podman']:.2f}")
+
+
+def iperf3_rootfs(directory: Path) -> None:
+    """A root filesystem holding only the host's iperf3 and the libraries it links."""
+    (directory / "bin").mkdir(parents=True)
+    for name in ("tmp", "run", "etc"):
+        (directory / name).mkdir()
+    shutil.copy2("/usr/bin/iperf3", directory / "bin" / "iperf3")
+    ldd = subprocess.run(["ldd", "/usr/bin/iperf3"], capture_output=True, text=True, check=True)
+    for word in ldd.stdout.split():
+        if word.startswith("/"):
+            target = directory / word.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.realpath(word), target)
+
+
 def pss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/smaps_rollup") as file:
         for line in file:
@@ -168,7 +324,15 @@ def one_run(tool: str, direction: str, mib: int, buffer_kib: int) -> tuple[float
     return rate, peak, idle
 
 
-def user_main(mib: int, reps: int, buffer_kib: int) -> None:
+def user_main(mib: int, reps: int, buffer_kib: int, seconds: int, rootfs: str) -> None:
+    if seconds <= 0:
+        pass
+    elif shutil.which("iperf3"):
+        published_main(reps, seconds, rootfs)
+    else:
+        print("Published port: skipped (no iperf3: apt-get install iperf3)")
+    if mib == 0:
+        return
     results: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
     for _ in range(reps):
         for direction in ("out", "in"):
@@ -197,10 +361,14 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--buffer", type=int, default=1024, help="netns TCP buffers, KiB")
+    parser.add_argument(
+        "--seconds", type=int, default=5, help="iperf3 run length (0: no published-port runs)"
+    )
+    parser.add_argument("--rootfs", default="", help=argparse.SUPPRESS)
     parser.add_argument("--as-user", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.as_user:
-        user_main(args.mib, args.reps, args.buffer)
+        user_main(args.mib, args.reps, args.buffer, args.seconds, args.rootfs)
         return
     repo = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(repo))
@@ -215,8 +383,14 @@ def main() -> None:
         )
         for path in [copy, *copy.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        rootfs = copy / "iperf3-rootfs"
+        if shutil.which("iperf3"):
+            iperf3_rootfs(rootfs)
+            for path in [rootfs, *rootfs.rglob("*")]:
+                os.lchown(path, user.uid, user.gid)
         argv = [installed_tool("python"), str(copy / "net.py"), "--as-user"]
         argv += ["--mib", str(args.mib), "--reps", str(args.reps), "--buffer", str(args.buffer)]
+        argv += ["--seconds", str(args.seconds), "--rootfs", str(rootfs)]
         result = user.run(argv, timeout=3600)
         print(result.stdout, end="")
         if result.returncode != 0:

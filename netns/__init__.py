@@ -1,6 +1,6 @@
 """netns: slirp-style user-mode networking (see DESIGN.md).
 
-Sans-IO core (no sockets, no trio; everything takes `now` and returns actions):
+Sans-IO core (no sockets; everything takes `now` and returns actions):
 
 - `netns.packets`: Ethernet II, ARP, IPv4, ICMP, UDP and TCP codecs; parsers raise only
   `ParseError`.
@@ -10,4 +10,15 @@ Sans-IO core (no sockets, no trio; everything takes `now` and returns actions):
 - `netns.tcp`: the stack's end of one container TCP connection (`TcpConnection`).
 - `netns.stack`: the per-container demultiplexer (`Stack`) a driver feeds with TAP frames and
   host socket events.
+- `netns.resolvconf`: resolv.conf parsing (the host's resolvers, the container's file).
+- `netns._record`: the value-object base the codecs use instead of dataclasses (import cost).
+
+I/O shells (standard library `selectors`, for the per-container monitor's loop):
+
+- `netns.tap`: the TAP device, created inside the container's network namespace (rtnetlink
+  configuration, `open_tap_in(pid)` passes its fd out).
+- `netns.driver`: `NetDriver`, which runs a `Stack` over the TAP fd and host sockets.
+- `netns.ports`: port publishing: `parse_publish` (podman's `-p` syntax, pure),
+  `NamespaceDialer` (a helper inside the container's netns that hands out connected sockets)
+  and `PortPublisher` (host listeners, os.splice for TCP, a relay for UDP).
 """

@@ -92,7 +92,7 @@ class EthernetFrame(Record):
         self.payload = payload
 
     @classmethod
-    def parse(cls, data: bytes) -> EthernetFrame:
+    def parse(cls, data: bytes | memoryview) -> EthernetFrame:
         if len(data) < _ETH.size:
             raise ParseError("truncated Ethernet header")
         dst, src, ethertype = _ETH.unpack_from(data)
@@ -513,7 +513,9 @@ class TcpSegment(Record):
             sport, dport, seq, ack, flags, window, bytes(data[header_length:]), options, urgent
         )
 
-    def build(self, src: bytes, dst: bytes) -> bytes:
+    def build(self, src: bytes, dst: bytes, *, partial_checksum: bool = False) -> bytes:
+        """The segment; with `partial_checksum`, its checksum field holds only the pseudo-header's
+        sum, for the receiver's kernel to complete (CHECKSUM_PARTIAL, virtio-net NEEDS_CSUM)."""
         options = self.options.build() if self.options is not NO_OPTIONS else b""
         if len(options) % 4:
             options += b"\x00" * (4 - len(options) % 4)
@@ -530,6 +532,9 @@ class TcpSegment(Record):
             self.urgent,
         ]
         length = header_length + len(self.payload)
-        head = _TCP.pack(*fields) + options
-        fields[7] = checksum(pseudo_header(src, dst, PROTO_TCP, length), head, self.payload)
-        return _TCP.pack(*fields) + options + self.payload
+        if partial_checksum:
+            fields[7] = 0xFFFF - checksum(pseudo_header(src, dst, PROTO_TCP, length))
+        else:
+            head = _TCP.pack(*fields) + options
+            fields[7] = checksum(pseudo_header(src, dst, PROTO_TCP, length), head, self.payload)
+        return b"".join((_TCP.pack(*fields), options, self.payload))

@@ -47,6 +47,7 @@ DATAGRAMS_PER_EVENT = 64
 MAX_CONNECTIONS = 1024  # spliced TCP connections per publisher; more are refused
 MAX_UDP_PEERS = 256
 MAX_PENDING_DIALS = 4096
+HELPER_START_TIMEOUT = 30.0
 UDP_IDLE_TIMEOUT = 60.0
 UDP_QUEUE = 16  # datagrams held per peer while its socket in the netns is being made
 MAX_DATAGRAM = 65535
@@ -373,6 +374,7 @@ class NamespaceDialer:
         self._selector: selectors.BaseSelector | None = None
         self.closed = False
         try:
+            ours.settimeout(HELPER_START_TIMEOUT)
             message = ours.recv(256)
         except OSError as exc:
             message = f"error {exc.errno} {exc.strerror}".encode()

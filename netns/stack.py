@@ -43,6 +43,7 @@ from netns.packets import (
     ICMP_DEST_UNREACHABLE,
     ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST,
+    IPV4_HEADER_LEN,
     PROTO_ICMP,
     PROTO_TCP,
     PROTO_UDP,
@@ -68,10 +69,14 @@ Endpoint = tuple[str, int]
 
 
 class SendFrame(Record):
-    __slots__ = ("frame",)
+    """`partial_checksum`: an Ethernet + IPv4 (20 bytes) + TCP frame whose TCP checksum the
+    receiving kernel must complete (only with `NetConfig.checksum_offload`)."""
 
-    def __init__(self, frame: bytes) -> None:
+    __slots__ = ("frame", "partial_checksum")
+
+    def __init__(self, frame: bytes, partial_checksum: bool = False) -> None:
         self.frame = frame
+        self.partial_checksum = partial_checksum
 
 
 class OpenTcp(Record):
@@ -193,7 +198,7 @@ class Stack:
                 out.extend(self._tcp_actions(flow_id, conn.flush_ack()))
         return out
 
-    def receive_frame(self, frame: bytes, now: float) -> list[StackAction]:
+    def receive_frame(self, frame: bytes | memoryview, now: float) -> list[StackAction]:
         """Handle one Ethernet frame from the container. Malformed frames are dropped."""
         try:
             eth = EthernetFrame.parse(frame)
@@ -325,8 +330,13 @@ class Stack:
         out: list[StackAction] = []
         for action in actions:
             if isinstance(action, tcp.Transmit):
-                payload = action.segment.build(remote, self.config.container_ip)
-                out.extend(self._ip_frames(remote, PROTO_TCP, payload))
+                segment, config = action.segment, self.config
+                partial = config.checksum_offload and self.container_mac is not None
+                payload = segment.build(remote, config.container_ip, partial_checksum=partial)
+                if partial and IPV4_HEADER_LEN + len(payload) > config.mtu:  # to be fragmented
+                    partial = False
+                    payload = segment.build(remote, config.container_ip)
+                out.extend(self._ip_frames(remote, PROTO_TCP, payload, partial_checksum=partial))
             elif isinstance(action, tcp.DeliverToHost):
                 out.append(TcpDeliver(flow_id, action.data))
             elif isinstance(action, tcp.HostEOF):
@@ -499,7 +509,9 @@ class Stack:
         frame = EthernetFrame(BROADCAST_MAC, config.gateway_mac, ETHERTYPE_ARP, request.build())
         return SendFrame(frame.build())
 
-    def _ip_frames(self, src: bytes, protocol: int, payload: bytes) -> list[StackAction]:
+    def _ip_frames(
+        self, src: bytes, protocol: int, payload: bytes, *, partial_checksum: bool = False
+    ) -> list[StackAction]:
         """Frames carrying `payload` from `src` to the container, fragmented to the MTU."""
         if self.container_mac is None:
             return [self._arp_for_container()]  # the packet is lost; TCP and UDP users retry
@@ -512,6 +524,8 @@ class Stack:
             identification=self._ip_id,
         )
         head = self.container_mac + self.config.gateway_mac + ETHERTYPE_IPV4.to_bytes(2, "big")
+        if IPV4_HEADER_LEN + len(payload) <= self.config.mtu:
+            return [SendFrame(b"".join((head, packet.header(), payload)), partial_checksum)]
         return [SendFrame(head + piece.build()) for piece in fragment(packet, self.config.mtu)]
 
 

@@ -241,6 +241,17 @@ def check_busy(_ports: dict[str, int], _publisher: Any) -> str:
     raise AssertionError("a busy port was published")
 
 
+def check_bad_pid(_ports: dict[str, int], _publisher: Any) -> str:
+    from netns.ports import NamespaceDialer
+
+    try:
+        NamespaceDialer(1)  # init's namespaces: not this user's to join
+    except OSError as exc:
+        assert "joining process 1's network namespace" in str(exc), exc
+        return str(exc)
+    raise AssertionError("joined init's namespaces")
+
+
 STOP = threading.Event()
 LOOP: list[threading.Thread] = []
 
@@ -267,6 +278,7 @@ CHECKS: dict[str, Callable[[dict[str, int], Any], str]] = {
     "loopback_only": check_loopback_only,
     "low_port": check_low_port,
     "busy": check_busy,
+    "bad_pid": check_bad_pid,
     "close": check_close,  # last: it stops the publisher
 }
 

@@ -60,5 +60,5 @@ def test_200_concurrent_connections(user: User, script_dir: Path) -> None:
 
 
 def test_publish_errors(user: User, script_dir: Path) -> None:
-    result = run_checks(user, script_dir, ["low_port", "busy"])
+    result = run_checks(user, script_dir, ["low_port", "busy", "bad_pid"])
     assert "ip_unprivileged_port_start" in result.stdout

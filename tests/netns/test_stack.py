@@ -518,7 +518,7 @@ frame_strategy = st.one_of(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frame_strategy, max_size=12), st.lists(st.sampled_from(["ok", "fail"])))
 def test_receive_frame_never_raises_nor_emits_invalid_frames(
     inputs: list[bytes], host_events: list[str]
@@ -583,3 +583,48 @@ def test_dns_over_tcp_goes_to_the_upstream_resolver() -> None:
     # Other ports on the DNS address stay closed.
     actions = container.tcp(DNS_IP, TcpSegment(CPORT, 80, 100, 0, SYN, 65535))
     assert [s.flags for s in container.tcp_replies(actions)] == [RST | ACK]
+
+
+# --- checksums and ACK coalescing -----------------------------------------------------------------
+
+
+def test_bad_tcp_checksum_accepted_unless_verifying() -> None:
+    # NetConfig's default: frames from a TAP device carry the container kernel's checksums.
+    _stack, container = new_stack(verify_checksums=False)
+    syn = bytearray(TcpSegment(CPORT, 80, 100, 0, SYN, 65535).build(CONTAINER_IP, REMOTE_IP))
+    syn[16] ^= 0x55
+    [event] = events(container.send_ip(REMOTE_IP, PROTO_TCP, bytes(syn)))
+    assert isinstance(event, OpenTcp)
+    assert NetConfig().verify_checksums is False
+
+
+def test_acks_coalesced_within_a_batch() -> None:
+    stack, container = new_stack()
+    flow_id, syn_ack = open_connection(stack, container)
+    our = syn_ack.seq + 1
+    stack.begin_batch()
+    delivered = []
+    for i in range(5):
+        segment = TcpSegment(CPORT, 80, 101 + 100 * i, our, ACK, 65535, bytes([i]) * 100)
+        actions = container.tcp(REMOTE_IP, segment)
+        assert container.tcp_replies(actions) == []  # owed, not sent
+        delivered += events(actions)
+    assert delivered == [TcpDeliver(flow_id, bytes([i]) * 100) for i in range(5)]
+    [ack] = container.tcp_replies(stack.end_batch(0.0))
+    assert ack.flags == ACK and ack.ack == 601
+    assert stack.end_batch(0.0) == []  # nothing owed any more
+
+
+def test_batch_ack_carried_by_data_and_duplicate_acks_not_deferred() -> None:
+    stack, container = new_stack()
+    flow_id, syn_ack = open_connection(stack, container)
+    our = syn_ack.seq + 1
+    stack.begin_batch()
+    segment = TcpSegment(CPORT, 80, 101, our, ACK, 65535, b"x" * 10)
+    assert container.tcp_replies(container.tcp(REMOTE_IP, segment)) == []
+    [data] = container.tcp_replies(stack.host_data(flow_id, b"reply", 0.0))
+    assert data.ack == 111 and data.payload == b"reply"  # the data carries the ACK
+    ahead = TcpSegment(CPORT, 80, 211, our, ACK, 65535, b"y" * 10)  # leaves a hole
+    [dup] = container.tcp_replies(container.tcp(REMOTE_IP, ahead))
+    assert dup.ack == 111
+    assert stack.end_batch(0.0) == []
