@@ -25,14 +25,17 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rootless.errors import RlError
 from rootless.images import archive, reference
+
+if TYPE_CHECKING:
+    from rootless.images.unpack import NamespaceWorkers, Unpacked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -470,6 +473,22 @@ class ImageStore:
         """Those of `digests` whose blob the store holds."""
         return {d for d in digests if self.blob_path(d).is_file()}
 
+    def unpacked_diff_ids(self, diff_ids: Iterable[str]) -> set[str]:
+        """Those of `diff_ids` the store has unpacked."""
+        have = {r[0] for r in self.db.execute("SELECT diff_id FROM layers")}
+        return have & set(diff_ids)
+
+    def namespace_workers(self) -> NamespaceWorkers:
+        """Workers in the user namespace for unpacking and committing (close them after)."""
+        from rootless.images.unpack import NamespaceWorkers
+
+        return NamespaceWorkers()
+
+    @staticmethod
+    def layer_dir(staging_dir: Path, diff_id: str) -> Path:
+        """Where a layer is unpacked in `staging_dir` before the commit moves it into place."""
+        return staging_dir / f"layer-{_hex(diff_id)}"
+
     def commit_pulled(
         self,
         staging_dir: Path,
@@ -479,10 +498,14 @@ class ImageStore:
         manifest_type: str,
         config: bytes,
         layers: Sequence[tuple[str, str, str, Path | None]],
+        unpacked: Mapping[str, Unpacked] | None = None,
+        workers: NamespaceWorkers | None = None,
     ) -> str:
         """Add a pulled image; returns its ID. `layers`, bottom first, are (blob digest,
         diff-id, media type, the verified blob staged in `staging_dir`, or None when the
-        store already has the blob). The staging directory is consumed."""
+        store already has the blob). `unpacked`: the layers (by diff-id) already unpacked into
+        `layer_dir(staging_dir, diff_id)`, verified. The commit runs in `workers` when given.
+        The staging directory is consumed."""
         staging = archive.Staging(staging_dir)
         config_blob = staging.add_bytes(config)
         manifest_blob = staging.add_bytes(manifest)
@@ -496,13 +519,24 @@ class ImageStore:
             [name], config_blob, json.loads(config), manifest_blob, manifest_type, image_layers
         )
         _check_layer_types([image])
-        self._commit(staging_dir, [image])
+        ready = {diff_id: _layer_size(found) for diff_id, found in (unpacked or {}).items()}
+        if workers is not None:
+            workers.call(_unpack_and_commit, self.root, staging_dir, [image], ready)
+        else:
+            self._commit(staging_dir, [image], ready)
         return image.id
 
-    def _commit(self, staging_dir: Path, images: list[archive.ArchiveImage]) -> list[str]:
+    def _commit(
+        self,
+        staging_dir: Path,
+        images: list[archive.ArchiveImage],
+        ready: dict[str, int] | None = None,
+    ) -> list[str]:
         from rootless.userns import run_in_userns
 
-        return run_in_userns(functools.partial(_unpack_and_commit, self.root, staging_dir, images))
+        return run_in_userns(
+            functools.partial(_unpack_and_commit, self.root, staging_dir, images, ready)
+        )
 
     def _discard(self, staging_dir: Path) -> None:
         """Remove a staging directory; unpacked layers in it need the user namespace."""
@@ -694,44 +728,104 @@ def _remove_tree(path: Path) -> None:
 
 
 def _unpack_one(blob: Path, dest: Path, diff_id: str, layer_ref: str) -> int:
-    from rootless.images.unpack import unpack_layer
+    from rootless.images.unpack import unpack_file
 
-    return unpack_layer(blob, dest, diff_id=diff_id, layer_ref=layer_ref)
+    return _layer_size(unpack_file(blob, dest, diff_id=diff_id, layer_ref=layer_ref))
 
 
-def _run_parallel(calls: list[Callable[[], int]]) -> list[int]:
-    """Run `calls` in up to one forked process per CPU; the first error is raised."""
+def _layer_size(unpacked: Unpacked) -> int:
+    """The size podman reports for a layer: its uncompressed tar (for zstd: the content)."""
+    if unpacked.compression == "zstd":
+        return unpacked.content_bytes
+    return unpacked.tar_bytes
+
+
+def _run_parallel(calls: Sequence[Callable[[], int]]) -> list[int]:
+    """Run `calls` in up to one forked process per CPU; the first error is raised (after the
+    running ones end; no more are started)."""
     workers = min(len(calls), os.cpu_count() or 1)
     if workers <= 1:
         return [call() for call in calls]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    import select
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [future.result() for future in futures]
+    from rootless.images.unpack import outcome
+
+    results: list[int] = [0] * len(calls)
+    pending = list(enumerate(calls))
+    running: dict[int, tuple[int, int, list[bytes]]] = {}  # read fd -> (pid, index, data)
+    error: BaseException | None = None
+    try:
+        while pending or running:
+            while pending and error is None and len(running) < workers:
+                index, call = pending.pop(0)
+                read_fd, write_fd = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(read_fd)
+                    _run_forked(write_fd, call)
+                os.close(write_fd)
+                running[read_fd] = (pid, index, [])
+            if error is not None:
+                pending.clear()
+            if not running:
+                break
+            readable, _, _ = select.select(list(running), [], [])
+            for fd in readable:
+                pid, index, data = running[fd]
+                chunk = os.read(fd, 1 << 16)
+                if chunk:
+                    data.append(chunk)
+                    continue
+                del running[fd]
+                os.close(fd)
+                os.waitpid(pid, 0)
+                try:
+                    results[index] = outcome(b"".join(data))
+                except BaseException as exc:
+                    error = error or exc
+    finally:
+        for fd, (pid, _, _) in running.items():  # interrupted: do not leave workers behind
+            os.close(fd)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    if error is not None:
+        raise error
+    return results
 
 
-def _tar_size(blob: archive.Blob, content_bytes: int) -> int:
-    """The uncompressed tar size, which podman reports as a layer's size."""
-    with open(blob.path, "rb") as f:
-        head = f.read(2)
-        if head != b"\x1f\x8b":
-            return (
-                blob.size if archive.layer_media_type(head) == archive.OCI_LAYER else content_bytes
-            )
-        f.seek(-4, os.SEEK_END)  # gzip's trailer: the input size modulo 2**32
-        trailer = int.from_bytes(f.read(4), "little")
-    return trailer if blob.size < 1 << 32 and trailer >= content_bytes else content_bytes
+def _run_forked(write_fd: int, call: Callable[[], int]) -> None:
+    """In a forked child: run `call`, send its outcome through `write_fd`, exit."""
+    import pickle
+
+    code = 0
+    try:
+        try:
+            payload = pickle.dumps((True, call()))
+        except BaseException as exc:
+            try:
+                payload = pickle.dumps((False, exc))
+            except Exception:
+                payload = pickle.dumps((False, RlError(f"{type(exc).__name__}: {exc}")))
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(write_fd, view) :]
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def _unpack_and_commit(
-    root: Path, staging_dir: Path, images: list[archive.ArchiveImage]
+    root: Path,
+    staging_dir: Path,
+    images: list[archive.ArchiveImage],
+    ready: dict[str, int] | None = None,
 ) -> list[str]:
-    """Unpack the layers the store lacks, then record everything in one transaction."""
+    """Unpack the layers the store lacks, then record everything in one transaction.
+    `ready`: layers (diff-id -> size) already unpacked into their staging directories."""
     _sweep_stale(root / "tmp")
-    unpacked: dict[str, Path] = {}
-    sizes: dict[str, int] = {}
+    unpacked: dict[str, Path] = {d: ImageStore.layer_dir(staging_dir, d) for d in ready or {}}
+    sizes: dict[str, int] = dict(ready or {})
     for _attempt in range(5):
         _unpack_missing(root, staging_dir, images, unpacked, sizes)
         moved: list[tuple[Path, Path]] = []  # (from, to), undone when the transaction fails
@@ -781,16 +875,16 @@ def _unpack_missing(
         for number, layer in enumerate(image.layers, 1):
             if layer.diff_id not in have | unpacked.keys() | jobs.keys():
                 jobs[layer.diff_id] = (layer, f"{number} ({layer.blob.digest}) of {label}")
-    paths = {diff_id: staging_dir / f"layer-{_hex(diff_id)}" for diff_id in jobs}
-    content = _run_parallel(
+    paths = {diff_id: ImageStore.layer_dir(staging_dir, diff_id) for diff_id in jobs}
+    layer_sizes = _run_parallel(
         [
             functools.partial(_unpack_one, layer.blob.path, paths[d], d, ref)
             for d, (layer, ref) in jobs.items()
         ]
     )
-    for (diff_id, (layer, _)), unpacked_bytes in zip(jobs.items(), content, strict=True):
+    for diff_id, size in zip(jobs, layer_sizes, strict=True):
         unpacked[diff_id] = paths[diff_id]
-        sizes[diff_id] = _tar_size(layer.blob, unpacked_bytes)
+        sizes[diff_id] = size
 
 
 def _record(

@@ -24,18 +24,23 @@ hidden entry (no CAP_MKNOD needed since Linux 5.8), and opaque directories get t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import importlib
 import logging
 import os
 import pwd
+import signal
+import socket
 import stat
+import struct
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from rootless import syscalls
 from rootless.errors import RlError
@@ -52,6 +57,9 @@ from rootless.images.whiteout import (
     printable,
 )
 
+if TYPE_CHECKING:
+    from rootless.userns import IdMapping
+
 log = logging.getLogger("rl")
 
 T = TypeVar("T")
@@ -65,6 +73,9 @@ CONFINED = (
     | syscalls.RESOLVE_NO_MAGICLINKS
     | syscalls.RESOLVE_NO_XDEV
 )
+FS_IOC_GETFLAGS = 0x80086601  # <linux/fs.h>, as on x86-64 and arm64
+FS_IOC_SETFLAGS = 0x40086602
+FS_TOPDIR_FL = 0x00020000
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 OTHER_COMPRESSIONS = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
@@ -78,6 +89,16 @@ class _Refused(Exception):
     """An entry the layer may not contain; str() says why (the caller adds layer and entry)."""
 
 
+@dataclass(frozen=True)
+class Unpacked:
+    """What unpacking a layer found: regular-file content bytes, the uncompressed tar's size,
+    and how the blob was compressed ("gzip", "zstd" or "none")."""
+
+    content_bytes: int
+    tar_bytes: int
+    compression: str
+
+
 def unpack_layer(blob: Path, dest: Path, *, diff_id: str, layer_ref: str) -> int:
     """Extract layer `blob` (gzip, zstd or plain tar) into the new directory `dest`.
 
@@ -85,43 +106,89 @@ def unpack_layer(blob: Path, dest: Path, *, diff_id: str, layer_ref: str) -> int
     `diff_id` ("sha256:<hex>"). On any refusal or mismatch `dest` is removed and RlError names
     `layer_ref` and the entry. Returns the bytes of regular-file content unpacked.
     """
-    algorithm, _, expected = diff_id.partition(":")
-    if algorithm != "sha256" or len(expected) != 64:
-        raise RlError(f"layer {layer_ref}: unsupported diff_id {diff_id!r} (expected sha256:<hex>)")
+    return unpack_file(blob, dest, diff_id=diff_id, layer_ref=layer_ref).content_bytes
+
+
+def unpack_file(blob: Path, dest: Path, *, diff_id: str, layer_ref: str) -> Unpacked:
+    """unpack_layer, saying more about the layer."""
     try:
         raw = open(blob, "rb")  # noqa: SIM115 - closed in the finally below
     except OSError as exc:
         raise RlError(f"layer {layer_ref}: cannot read {blob}: {exc.strerror}") from exc
     try:
-        try:
-            os.mkdir(dest, 0o755)
-        except OSError as exc:
-            raise RlError(f"layer {layer_ref}: cannot create {dest}: {exc.strerror}") from exc
-        finished = False
-        try:
-            stream = _HashingStream(_decompressed(raw, layer_ref))
-            content_bytes = _extract(stream, dest, layer_ref)
-            stream.drain()
-            if stream.hexdigest() != expected:
-                raise RlError(
-                    f"layer {layer_ref}: content has digest sha256:{stream.hexdigest()}, not the "
-                    f"expected {diff_id}: the blob is corrupt or does not belong to this image; "
-                    "remove the image and pull it again"
-                )
-            finished = True
-            return content_bytes
-        except (tarfile.TarError, zlib.error, EOFError) as exc:
-            raise RlError(
-                f"layer {layer_ref}: not a valid (compressed) tar stream: {exc}; "
-                "remove the image and pull it again"
-            ) from exc
-        except OSError as exc:
-            raise RlError(f"layer {layer_ref}: unpacking into {dest}: {exc}") from exc
-        finally:
-            if not finished:
-                _discard(dest)
+        return unpack_stream(raw, dest, diff_id=diff_id, layer_ref=layer_ref)
     finally:
         raw.close()
+
+
+def unpack_fd(dest: Path, diff_id: str, layer_ref: str, fd: int) -> Unpacked:
+    """unpack_stream from a file descriptor (a pipe a download is written into), which is
+    closed afterwards: what `rl pull` runs in a worker in the user namespace (the fd comes
+    last, as NamespaceWorkers passes it)."""
+    with open(fd, "rb", buffering=0) as raw:
+        return unpack_stream(raw, dest, diff_id=diff_id, layer_ref=layer_ref)
+
+
+def unpack_stream(raw: BinaryIO, dest: Path, *, diff_id: str, layer_ref: str) -> Unpacked:
+    """unpack_layer from a stream read once, front to back (a file or a pipe)."""
+    algorithm, _, expected = diff_id.partition(":")
+    if algorithm != "sha256" or len(expected) != 64:
+        raise RlError(f"layer {layer_ref}: unsupported diff_id {diff_id!r} (expected sha256:<hex>)")
+    try:
+        os.mkdir(dest, 0o755)
+    except OSError as exc:
+        raise RlError(f"layer {layer_ref}: cannot create {dest}: {exc.strerror}") from exc
+    _mark_top_directory(dest)
+    finished = False
+    try:
+        compression, chunks = _decompressed(raw, layer_ref)
+        stream = _HashingStream(chunks)
+        content_bytes = _extract(stream, dest, layer_ref)
+        stream.drain()
+        if stream.hexdigest() != expected:
+            raise RlError(
+                f"layer {layer_ref}: content has digest sha256:{stream.hexdigest()}, not the "
+                f"expected {diff_id}: the blob is corrupt or does not belong to this image; "
+                "remove the image and pull it again"
+            )
+        finished = True
+        return Unpacked(content_bytes, stream.size, compression)
+    except (tarfile.TarError, zlib.error, EOFError) as exc:
+        raise RlError(
+            f"layer {layer_ref}: not a valid (compressed) tar stream: {exc}; "
+            "remove the image and pull it again"
+        ) from exc
+    except OSError as exc:
+        raise RlError(f"layer {layer_ref}: unpacking into {dest}: {exc}") from exc
+    finally:
+        if not finished:
+            _discard(dest)
+
+
+def _mark_top_directory(path: Path) -> None:
+    """Tell ext4 that `path` is the top of a hierarchy (`chattr +T`), so that it spreads the
+    layer's subdirectories over block groups (its Orlov allocator, as for home directories)
+    instead of packing them near the store's directory. Creating files in a crowded block
+    group costs ext4 up to ~0.5 ms each here, serialized across processes (measured on the
+    test VMs' /tmp), ~15x the cost elsewhere; a layer creates thousands. Other filesystems
+    refuse the flag, which changes nothing."""
+    import array
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        if not flags[0] & FS_TOPDIR_FL:
+            flags[0] |= FS_TOPDIR_FL
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags, True)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_tree(path: Path) -> None:
@@ -147,24 +214,56 @@ def _discard(dest: Path) -> None:
 # --- the stream: decompression and hashing ------------------------------------------------
 
 
-def _decompressed(raw: BinaryIO, layer_ref: str) -> Iterator[bytes]:
-    """The tar bytes of `raw`, in chunks of at most CHUNK (so a zip bomb cannot fill memory)."""
-    magic = raw.read(6)
-    raw.seek(0)
-    if magic.startswith(GZIP_MAGIC):
-        return _gunzip(raw)
-    if magic.startswith(ZSTD_MAGIC):
-        return _unzstd(raw, layer_ref)
+def _decompressed(raw: BinaryIO, layer_ref: str) -> tuple[str, Iterator[bytes]]:
+    """How `raw` is compressed, and its tar bytes in chunks of at most CHUNK (so a zip bomb
+    cannot fill memory). `raw` is read forward only: it may be a pipe."""
+    head = _read_head(raw, 6)
+    source = _Prefixed(head, raw)
+    if head.startswith(GZIP_MAGIC):
+        return "gzip", _gunzip(source)
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd", _unzstd(source, layer_ref)
     for prefix, name in OTHER_COMPRESSIONS.items():
-        if magic.startswith(prefix):
+        if head.startswith(prefix):
             raise RlError(
                 f"layer {layer_ref}: {name}-compressed layers are not supported "
                 "(OCI layers are gzip, zstd or plain tar)"
             )
-    return iter(lambda: raw.read(CHUNK), b"")
+    return "none", iter(lambda: source.read(CHUNK), b"")
 
 
-def _gunzip(raw: BinaryIO) -> Iterator[bytes]:
+def _read_head(raw: BinaryIO, size: int) -> bytes:
+    """The first `size` bytes (fewer only at the end): a pipe may return less per read."""
+    head = b""
+    while len(head) < size:
+        more = raw.read(size - len(head))
+        if not more:
+            break
+        head += more
+    return head
+
+
+class _Prefixed:
+    """`raw` with `head` (already read from it) put back in front."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self._head = head
+        self._raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size < 0 or size >= len(self._head):
+                out, self._head = self._head, b""
+                return out
+            out, self._head = self._head[:size], self._head[size:]
+            return out
+        return self._raw.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+
+def _gunzip(raw: _Prefixed) -> Iterator[bytes]:
     # gzip files may hold several members, possibly separated by zero padding (as gzip(1)
     # reads them); a member cut short is an error.
     member: zlib._Decompress | None = None
@@ -195,7 +294,7 @@ def _gunzip(raw: BinaryIO) -> Iterator[bytes]:
             data = member.unconsumed_tail
 
 
-def _unzstd(raw: BinaryIO, layer_ref: str) -> Iterator[bytes]:
+def _unzstd(raw: _Prefixed, layer_ref: str) -> Iterator[bytes]:
     try:
         zstandard = importlib.import_module("zstandard")
     except ImportError:
@@ -221,11 +320,13 @@ class _HashingStream:
         self._buffer = b""
         self._start = 0  # unread bytes are self._buffer[self._start:]
         self._position = 0
+        self.size = 0  # bytes of the stream so far
         self.last_read = b""  # tarfile's last read: the header block it stopped at
 
     def _next_chunk(self) -> bytes:
         chunk = next(self._chunks, b"")
         self._sha256.update(chunk)
+        self.size += len(chunk)
         return chunk
 
     def read(self, size: int = -1) -> bytes:
@@ -752,3 +853,202 @@ def _rmdir(top: int, relative: str) -> None:
         finally:
             os.close(holder_fd)
         os.rmdir(relative, dir_fd=top)
+
+
+# --- workers in one user namespace ----------------------------------------------------------
+
+
+class NamespaceWorkers:
+    """One helper process that is root of a new user namespace (the user's subordinate ids
+    mapped: one newuidmap/newgidmap round trip in all) and forks a worker for each job.
+
+    `rl pull` starts it before its event loop, so that every layer can be unpacked by its own
+    worker while the layer downloads (the pipe it reads is passed along with the job), and the
+    store's commit runs in the same namespace. A job is a module-level function and picklable
+    arguments; file descriptors passed with it are appended to the arguments (as the worker's
+    numbers). The worker's return value or exception comes back pickled through a pipe whose
+    read end `submit` returns. The helper ignores SIGINT (the terminal sends it to the whole
+    process group): it ends when rl closes the control socket or dies, after its workers.
+    """
+
+    def __init__(self, mapping: IdMapping | None = None) -> None:
+        from rootless.userns import apply_mapping, default_mapping
+
+        mapping = mapping or default_mapping()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the helper
+            code = 1
+            try:
+                ours.close()
+                os.close(ready_r)
+                os.close(go_w)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                syscalls.unshare(syscalls.CLONE_NEWUSER)
+                os.write(ready_w, b"1")
+                if os.read(go_r, 1) == b"1":
+                    _become_root()
+                    _serve_jobs(theirs)
+                    code = 0
+            finally:
+                os._exit(code)
+        theirs.close()
+        os.close(ready_w)
+        os.close(go_r)
+        self._pid: int | None = pid
+        self._control = ours
+        try:
+            if os.read(ready_r, 1) != b"1":
+                raise RlError(
+                    "cannot create a user namespace: unprivileged user namespaces may be "
+                    "disabled (see `rl doctor`)"
+                )
+            try:
+                apply_mapping(pid, mapping)
+            except OSError as exc:
+                raise RlError(f"cannot write the id maps of the user namespace: {exc}") from exc
+            os.write(go_w, b"1")
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(ready_r)
+            os.close(go_w)
+
+    def __enter__(self) -> NamespaceWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, fn: Callable[..., object], *args: object, fds: Sequence[int] = ()) -> int:
+        """Start `fn(*args, *fds)` in a worker; returns the fd to read its outcome from (pass
+        it to `outcome` when read to the end). `fds` stay open here: close them yourself."""
+        import pickle
+
+        result_r, result_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            payload = pickle.dumps((fn, args))
+            header = struct.pack("!QI", len(payload), len(fds))
+            socket.send_fds(self._control, [header], [result_w, *fds])
+            self._control.sendall(payload)
+        except OSError as exc:
+            os.close(result_r)
+            raise RlError(f"the user namespace helper process is gone: {exc}") from exc
+        finally:
+            os.close(result_w)
+        return result_r
+
+    def call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn(*args)` in a worker and wait for it."""
+        fd = self.submit(fn, *args)
+        try:
+            data = _read_to_end(fd)
+        finally:
+            os.close(fd)
+        result: T = outcome(data)
+        return result
+
+    def close(self) -> None:
+        """Let the helper finish: it waits for its workers, then exits."""
+        if self._pid is None:
+            return
+        self._control.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self._pid, 0)
+        self._pid = None
+
+
+def outcome(data: bytes) -> Any:
+    """A worker's pickled (ok, value): the value, or its exception raised here."""
+    import pickle
+
+    if not data:
+        raise RlError("a worker process in the user namespace died")
+    ok, value = pickle.loads(data)
+    if ok:
+        return value
+    raise value
+
+
+def _become_root() -> None:
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    with contextlib.suppress(OSError):  # denied in a single-id namespace
+        os.setgroups([])
+
+
+def _read_to_end(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+    parts: list[bytes] = []
+    while size > 0:
+        part = sock.recv(min(size, 1 << 20))
+        if not part:
+            raise EOFError("the control socket closed in the middle of a job")
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def _serve_jobs(sock: socket.socket) -> None:
+    """The helper's loop: receive a job, fork its worker, reap finished workers."""
+    import pickle
+
+    header_size = struct.calcsize("!QI")
+    workers: set[int] = set()
+    try:
+        while True:
+            header, fds, _, _ = socket.recv_fds(sock, header_size, 64)
+            if not header:
+                break
+            size, count = struct.unpack("!QI", header)
+            result_w, passed = fds[0], fds[1 : 1 + count]
+            try:
+                fn, args = pickle.loads(_receive_exactly(sock, size))
+                pid = os.fork()
+                if pid == 0:
+                    sock.close()
+                    _run_job(result_w, fn, (*args, *passed))
+                workers.add(pid)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            while workers:
+                done, _ = os.waitpid(-1, os.WNOHANG)
+                if done == 0:
+                    break
+                workers.discard(done)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _run_job(result_w: int, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+    """In a worker: run the job, send back its outcome, exit."""
+    import pickle
+
+    code = 0
+    try:
+        try:
+            payload = pickle.dumps((True, fn(*args)))
+        except BaseException as exc:  # everything goes back to rl
+            try:
+                payload = pickle.dumps((False, exc))
+            except Exception:
+                payload = pickle.dumps((False, RlError(f"{type(exc).__name__}: {exc}")))
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(result_w, view) :]
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)

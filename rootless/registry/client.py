@@ -21,7 +21,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -410,10 +410,14 @@ class RegistryClient:
         scopes: Sequence[Scope],
         *,
         on_progress: Callable[[int], None] | None = None,
+        on_data: Callable[[int, bytes], Awaitable[None]] | None = None,
     ) -> None:
         """Stream a blob into `dest`, hashing as it comes; resume with Range after a broken
         connection when the server allows it. `dest` holds exactly the verified blob on
-        return, and is removed on failure. `on_progress` hears the bytes received so far."""
+        return, and is removed on failure. `on_progress` hears the bytes received so far.
+        `on_data(offset, chunk)` gets every chunk as it is written (e.g. to unpack the blob
+        while it downloads); when a server ignores Range the blob starts over at offset 0,
+        so it may hear the same offsets again."""
         hasher = hashlib.sha256()
         received = 0
         attempt = 0
@@ -437,6 +441,8 @@ class RegistryClient:
                         async for chunk in response.aiter_raw():
                             out.write(chunk)
                             hasher.update(chunk)
+                            if on_data is not None:
+                                await on_data(received, chunk)
                             received += len(chunk)
                             if on_progress is not None:
                                 on_progress(received)

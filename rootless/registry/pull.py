@@ -3,9 +3,13 @@
 The order of work: resolve the name (short names through registries.conf), choose where to
 pull from (mirrors, then the registry), fetch the manifest (and from an index the one for the
 wanted platform), then the config, then the layers the store lacks, at most
-`CONCURRENT_LAYERS` at a time, into a private staging directory under the store's `tmp/`.
-Every blob is verified (size and sha256) as it is written there; only then does the store
-commit the image in one step (unpacking the new layers). Any failure leaves the store as it was.
+`CONCURRENT_LAYERS` at a time (the largest first), into a private staging directory under the
+store's `tmp/`. Every blob is verified (size and sha256) as it is written there. A layer the
+store has not unpacked is unpacked while it downloads: each chunk also goes through a pipe to a
+worker in the user namespace (`NamespaceWorkers`, one namespace for the whole pull), which
+decompresses, checks the diff-id and unpacks into the staging directory; it counts only when
+both the blob and the diff-id check out. Then the store commits the image in one step, in the
+same namespace. Any failure leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ from rootless.registry.shortnames import is_insecure_registry
 
 if TYPE_CHECKING:
     from rootless.images.store import ImageStore
+    from rootless.images.unpack import NamespaceWorkers, Unpacked
+    from rootless.registry.auth import Scope
+    from rootless.registry.client import BlobTarget, RegistryClient
     from rootless.registry.progress import Board
     from rootless.registry.shortnames import RegistriesConfig, Resolution
 
-CONCURRENT_LAYERS = 3
+CONCURRENT_LAYERS = 4
+PIPE_SIZE = 1 << 20  # the most an unprivileged process may ask for (fs.pipe-max-size)
 CONFIG_SIZE_LIMIT = 8 << 20
 
 
@@ -347,7 +355,10 @@ def _pull_candidate(
 
     progress.line(f"Trying to pull {ref}...")
     staging_dir = store.new_staging_dir("pull")
+    workers: NamespaceWorkers | None = None
     try:
+        workers = store.namespace_workers()
+        unpacked: dict[str, Unpacked] = {}  # by diff-id, in staging (kept across mirrors)
         failures: list[RlError] = []
         for source in registry_for(ref, config).pull_sources():  # mirrors first
             insecure = source.insecure if options.verify_tls is None else not options.verify_tls
@@ -359,7 +370,7 @@ def _pull_candidate(
                     image_name(ref),
                     options,
                     insecure,
-                    staging_dir,
+                    Staging(staging_dir, workers, unpacked),
                     progress,
                 )
                 break
@@ -383,9 +394,25 @@ def _pull_candidate(
                 )
                 for p in fetched.layers
             ],
+            # (a mirror that failed may have brought layers of another manifest)
+            unpacked={
+                p.diff_id: unpacked[p.diff_id] for p in fetched.layers if p.diff_id in unpacked
+            },
+            workers=workers,
         )
     finally:
+        if workers is not None:
+            workers.close()  # waits for every worker: nothing writes to staging any more
         store.discard_staging_dir(staging_dir)
+
+
+@dataclass
+class Staging:
+    """Where a pull puts what it fetched, and who unpacks it."""
+
+    directory: Path
+    workers: NamespaceWorkers
+    unpacked: dict[str, Unpacked]  # diff-id -> a layer unpacked in `directory`, verified
 
 
 async def _fetch(
@@ -394,7 +421,7 @@ async def _fetch(
     name: str,
     options: PullOptions,
     insecure: bool,
-    staging_dir: Path,
+    staging: Staging,
     progress: Progress,
 ) -> Fetched:
     import trio
@@ -461,28 +488,128 @@ async def _fetch(
         )
         staged: dict[str, Path] = {}
         limiter = trio.CapacityLimiter(CONCURRENT_LAYERS)
+        # Layers to unpack on the way in: those neither the store nor an earlier attempt (from
+        # a mirror) has unpacked, each once.
+        diff_ids = {p.diff_id for p in plans}
+        unpack = diff_ids - store.unpacked_diff_ids(diff_ids) - staging.unpacked.keys()
 
-        async def download(plan: LayerPlan) -> None:
+        async def download(plan: LayerPlan, number: int) -> None:
             async with limiter:
-                dest = staging_dir / f"blob-{short_digest(plan.descriptor.digest, 64)}"
-                await client.fetch_blob(
-                    ref.path,
-                    BlobTarget(plan.descriptor.digest, plan.descriptor.size),
-                    dest,
-                    scopes,
-                    on_progress=progress.start_blob(plan.descriptor.digest, plan.descriptor.size),
-                )
-                staged[plan.descriptor.digest] = dest
-                progress.copying("blob", plan.descriptor.digest)
-
-        async with first_error(), trio.open_nursery() as nursery:
-            for plan in plans:
-                if plan.fetch:
-                    nursery.start_soon(download, plan)
+                digest = plan.descriptor.digest
+                dest = staging.directory / f"blob-{short_digest(digest, 64)}"
+                target = BlobTarget(digest, plan.descriptor.size)
+                on_progress = progress.start_blob(digest, plan.descriptor.size)
+                if plan.diff_id in unpack:
+                    unpack.discard(plan.diff_id)
+                    label = f"{number} ({digest}) of {name}"
+                    staging.unpacked[plan.diff_id] = await _fetch_and_unpack(
+                        client,
+                        ref.path,
+                        target,
+                        dest,
+                        scopes,
+                        on_progress,
+                        staging,
+                        plan,
+                        label,
+                    )
                 else:
-                    progress.copying("blob", plan.descriptor.digest, skipped=True)
+                    await client.fetch_blob(ref.path, target, dest, scopes, on_progress=on_progress)
+                staged[digest] = dest
+                progress.copying("blob", digest)
+
+        numbered = sorted(
+            ((plan, number) for number, plan in enumerate(plans, 1) if plan.fetch),
+            key=lambda item: -item[0].descriptor.size,  # the longest work first
+        )
+        for plan in plans:
+            if not plan.fetch:
+                progress.copying("blob", plan.descriptor.digest, skipped=True)
+        async with first_error(), trio.open_nursery() as nursery:
+            for plan, number in numbered:
+                nursery.start_soon(download, plan, number)
         progress.copying("config", manifest.config.digest)
         return Fetched(name, body, manifest.media_type, config_bytes, plans, staged)
+
+
+async def _fetch_and_unpack(
+    client: RegistryClient,
+    repository: str,
+    target: BlobTarget,
+    dest: Path,
+    scopes: list[Scope],
+    on_progress: Callable[[int], None] | None,
+    staging: Staging,
+    plan: LayerPlan,
+    layer_ref: str,
+) -> Unpacked:
+    """Download a blob into `dest` and, through a pipe, into a worker that unpacks it into the
+    staging directory. The download's error wins (a corrupt blob is reported as such); then the
+    worker's (a bad diff-id, a refused entry)."""
+    import fcntl
+    import os
+
+    import trio
+
+    from rootless.images.store import ImageStore
+    from rootless.images.unpack import outcome, unpack_fd
+
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    try:
+        result_fd = staging.workers.submit(
+            unpack_fd,
+            ImageStore.layer_dir(staging.directory, plan.diff_id),
+            plan.diff_id,
+            layer_ref,
+            fds=[read_end],
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    pipe = trio.lowlevel.FdStream(write_end)
+    fed = 0  # bytes the worker has been given
+    worker_alive = True
+
+    async def feed(offset: int, chunk: bytes) -> None:
+        nonlocal fed, worker_alive
+        # A download that starts over repeats what the worker already has: it gets the rest.
+        # (What it unpacks is checked against the diff-id, whichever response it came from.)
+        if not worker_alive or offset + len(chunk) <= fed:
+            return
+        piece = chunk[fed - offset :] if offset < fed else chunk
+        try:
+            await pipe.send_all(piece)
+        except trio.BrokenResourceError:
+            worker_alive = False  # it stopped early: its outcome says why
+        fed += len(piece)
+
+    try:
+        try:
+            await client.fetch_blob(
+                repository, target, dest, scopes, on_progress=on_progress, on_data=feed
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await pipe.aclose()  # the end of the stream: the worker finishes or gives up
+    finally:
+        with trio.CancelScope(shield=True):  # its directory must be settled before we go on
+            result = await _read_all(result_fd)
+    unpacked: Unpacked = outcome(result)
+    return unpacked
+
+
+async def _read_all(fd: int) -> bytes:
+    import trio
+
+    chunks: list[bytes] = []
+    async with trio.lowlevel.FdStream(fd) as stream:
+        while chunk := await stream.receive_some():
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @contextlib.asynccontextmanager
