@@ -41,6 +41,8 @@ if [ "$with_tests" = 1 ]; then
     # The tests compare rl with podman/crun/runc/skopeo, push to a local registry, and make
     # network namespaces; the benchmarks also use fuse-overlayfs and slirp4netns.
     packages="$packages docker-registry podman crun runc skopeo iproute2 libseccomp-dev fuse-overlayfs slirp4netns attr openssl"
+    # The cgroup v2 + systemd lane (tests/vm) boots a Debian guest built with mmdebstrap.
+    packages="$packages qemu-system-x86 mmdebstrap"
 fi
 
 missing_packages() {
@@ -140,6 +142,16 @@ case ":$PATH:" in
     *) warn "$bin_dir is not on your PATH: add it (export PATH=\"$bin_dir:\$PATH\") or run $bin_dir/rl" ;;
 esac
 rl="$bin_dir/rl"
+
+# rl's Quadlet: a systemd user generator for ~/.config/containers/systemd/*.container files.
+generator_dir=${RL_GENERATOR_DIR:-/usr/lib/systemd/user-generators}
+if [ "$uid" = 0 ]; then
+    mkdir -p "$generator_dir"
+    sed "s|@RL_VENV@|$venv|g" "$repo/packaging/systemd/rl-user-generator" >"$generator_dir/rl-user-generator.tmp"
+    chmod 0755 "$generator_dir/rl-user-generator.tmp"
+    mv "$generator_dir/rl-user-generator.tmp" "$generator_dir/rl-user-generator"
+    step "installed the systemd user generator $generator_dir/rl-user-generator"
+fi
 
 # --- the demo, or the checks -----------------------------------------------------------------
 if [ "$with_tests" = 0 ]; then
