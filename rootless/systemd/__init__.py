@@ -1,0 +1,1 @@
+"""systemd integration: unit files (`rl generate systemd`), Quadlet files, sd_notify."""
