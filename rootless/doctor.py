@@ -353,7 +353,7 @@ def check_device(facts: HostFacts, name: Literal["fuse", "tun"]) -> Finding:
 def check_cgroups(facts: HostFacts) -> Finding:
     cg = facts.cgroups
     title = "cgroups"
-    limits = "--memory, --cpus and --pids-limit are ignored"
+    limits = "--memory, --cpus, --pids-limit and the other limit flags fail (exit 125)"
     if cg.version in ("v1", "hybrid"):
         layout = (
             f"hybrid (v1 controllers, cgroup v2 at {cg.v2_mount} holds none)"
@@ -392,7 +392,7 @@ def check_cgroups(facts: HostFacts) -> Finding:
         title,
         "warning",
         f"cgroup v2 without delegated {' '.join(missing)} (delegated: {have}): "
-        "the matching limits are ignored",
+        "the flags that need them fail (exit 125)",
         fix,
     )
 

@@ -27,16 +27,23 @@ GO_ARCH = {
     "s390x": "s390x",
     "riscv64": "riscv64",
 }
-DEFAULT_NETWORK = "none"  # until user-mode networking (netns/) is wired into `rl run`
+DEFAULT_NETWORK = "slirp4netns"  # rl's own user-mode stack (netns/), under podman's name
+NETWORK_MODES = ["slirp4netns", "none", "host"]
 
 
 def gather() -> dict[str, Any]:
     return {
         "host": host_info(),
         "store": store_info(),
-        "plugins": {"defaultNetwork": DEFAULT_NETWORK, "network": [DEFAULT_NETWORK]},
+        "plugins": {"defaultNetwork": DEFAULT_NETWORK, "network": NETWORK_MODES},
         "version": version_info(),
     }
+
+
+def _cgroup_probe() -> Any:
+    from rootless.cgroups.fs import probe
+
+    return probe()
 
 
 def host_info() -> dict[str, Any]:
@@ -48,9 +55,13 @@ def host_info() -> dict[str, Any]:
     systemd = os.path.isdir("/run/systemd/system")
     return {
         "arch": go_arch(platform.machine()),
-        "cgroupControllers": list(cgroups.delegated),
+        # What rl can use for container cgroups (rootless.cgroups): rl's own delegated cgroup's
+        # controllers, or those a systemd user scope would get.
+        "cgroupControllers": sorted(_cgroup_probe().delegated),
         # Like podman: a hybrid layout counts as v1, since the v2 part holds no controllers.
-        "cgroupManager": "systemd" if cgroups.version == "v2" and systemd else "cgroupfs",
+        "cgroupManager": "systemd"
+        if cgroups.version == "v2" and systemd and _cgroup_probe().systemd_user
+        else "cgroupfs",
         "cgroupVersion": "v2" if cgroups.version == "v2" else "v1",
         "cpus": len(os.sched_getaffinity(0)),
         "distribution": {

@@ -10,7 +10,6 @@ then the child proceeds as root of the namespace.
 from __future__ import annotations
 
 import os
-import pickle
 import pwd
 import shutil
 import subprocess
@@ -199,6 +198,8 @@ def run_in_userns(
     comes back pickled; RlError raised inside is re-raised here unchanged. The child's stdio
     is inherited, so debug output still reaches the terminal.
     """
+    import pickle  # here, not at the top: the per-container monitor never needs it
+
     mapping = mapping or default_mapping()
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()

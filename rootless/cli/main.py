@@ -26,6 +26,12 @@ COMMAND_MODULES = (
     "rootless.cli.demo",
     "rootless.cli.registry",
     "rootless.cli.tools",
+    "rootless.cli.lifecycle",
+    "rootless.cli.logs",
+    "rootless.cli.health",
+    "rootless.cli.containers",
+    "rootless.cli.cgroups",
+    "rootless.cli.generate",
 )
 
 log = logging.getLogger("rl")

@@ -1,24 +1,27 @@
-"""Container commands: run, plus the minimal rm and ps needed to list and clean up after it."""
+"""Container commands: run and rm (ps and the other queries are in rootless.cli.containers)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rootless.cli.main import CommandGroup
-    from rootless.containers.store import Container
     from rootless.runtime.options import RunOptions
 
 RUN_DESCRIPTION = """\
 Runs a command in a new container from the given image.
 
-Networking: rl has no user-mode networking yet, so --network is `none` by default (the
-container gets its own network namespace with only loopback); `--network host` shares the
-host's network. Detached containers (-d) arrive with the container lifecycle commands.
+Networking: by default (`--network slirp4netns`, podman's name) the container gets its own
+network namespace with a TAP device served by rl's user-space TCP/IP stack: address
+10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3 forwarding to the host's resolvers. The host's
+loopback is reachable as 10.0.2.2 only with `--network slirp4netns:allow_host_loopback=true`.
+`--network none` gives loopback only; `--network host` shares the host's network.
+
+Detached (-d): the container runs under a small monitor process of its own (no daemon) that
+keeps its output in a log (`rl logs`), applies --restart, runs healthchecks and removes --rm
+containers; rl prints the container's ID and returns.
 
 Debugging: --print-spec prints the OCI runtime-spec config.json rl would run, without creating
 or running anything. Every created container also keeps it in
@@ -35,6 +38,16 @@ def register(commands: CommandGroup) -> None:
     _add_run_flags(run)
     run.set_defaults(func=run_command)
 
+    create = commands.command(
+        "create",
+        "Create but do not start a container",
+        description="Creates a new container from the given image, ready to be started with "
+        "`rl start`.",
+    )
+    create.usage = "rl create [options] IMAGE [COMMAND [ARG...]]"
+    _add_run_flags(create)
+    create.set_defaults(func=create_command)
+
     rm = commands.command(
         "rm", "Remove one or more containers", description="Removes one or more containers."
     )
@@ -44,6 +57,25 @@ def register(commands: CommandGroup) -> None:
     )
     rm.add_argument("-a", "--all", action="store_true", help="Remove all containers")
     rm.add_argument(
+        "-i",
+        "--ignore",
+        action="store_true",
+        help="Ignore errors when a specified container is missing",
+    )
+    rm.add_argument(
+        "-t",
+        "--time",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="Seconds to wait for stop before killing the container (with --force)",
+    )
+    rm.add_argument(
+        "--depend",
+        action="store_true",
+        help="Remove container and all containers that depend on it (none: rl has no pods)",
+    )
+    rm.add_argument(
         "-v",
         "--volumes",
         action="store_true",
@@ -51,21 +83,6 @@ def register(commands: CommandGroup) -> None:
     )
     rm.add_argument("containers", nargs="*", metavar="CONTAINER")
     rm.set_defaults(func=rm_command)
-
-    ps = commands.command(
-        "ps", "List containers", description="Prints out information about the containers."
-    )
-    ps.add_argument(
-        "-a",
-        "--all",
-        action="store_true",
-        help="Show all the containers, default is only running containers",
-    )
-    ps.add_argument(
-        "-q", "--quiet", action="store_true", help="Print the numeric IDs of the containers only"
-    )
-    ps.add_argument("--no-trunc", action="store_true", help="Display the extended information")
-    ps.set_defaults(func=ps_command)
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -88,7 +105,13 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "-d",
         "--detach",
         action="store_true",
-        help="Run container in background and print container ID (not supported yet)",
+        help="Run container in background and print container ID",
+    )
+    add(
+        "--detach-keys",
+        default="ctrl-p,ctrl-q",
+        metavar="KEYS",
+        help="Override the key sequence for detaching a container (default ctrl-p,ctrl-q)",
     )
     add(
         "--entrypoint",
@@ -124,6 +147,28 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     )
     add("--hostname", metavar="NAME", help="Set container hostname")
     add(
+        "--add-host",
+        action="append",
+        default=[],
+        metavar="HOST:IP",
+        help="Add a custom host-to-IP mapping (host:ip)",
+    )
+    add("--dns", action="append", default=[], metavar="IP", help="Set custom DNS servers")
+    add(
+        "--dns-search",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="Set custom DNS search domains",
+    )
+    add(
+        "--dns-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="Set custom DNS options",
+    )
+    add(
         "--init",
         action="store_true",
         help="Run an init inside the container that forwards signals and reaps processes",
@@ -150,7 +195,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "--net",
         default="",
         metavar="MODE",
-        help="Connect a container to a network: none (default, loopback only) or host",
+        help="Connect a container to a network: slirp4netns[:OPTIONS] (default, user-mode "
+        "networking), none (loopback only) or host",
     )
     add(
         "--print-spec",
@@ -165,12 +211,51 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="Pull image policy: missing (default: pull only when not in the local store), "
         "always, newer (pull when the registry has another image, else use the local one), never",
     )
+    add(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="PORT",
+        help="Publish a container's port, or a range of ports, to the host",
+    )
+    add(
+        "-P",
+        "--publish-all",
+        action="store_true",
+        help="Publish all exposed ports to random ports on the host interfaces",
+    )
     add("--read-only", action="store_true", help="Make containers root filesystem read-only")
     add(
         "--read-only-tmpfs",
         default="true",
         choices=["true", "false"],
         help="When running --read-only, mount tmpfs on /run, /tmp and /var/tmp (default true)",
+    )
+    add(
+        "--restart",
+        default="no",
+        metavar="POLICY",
+        help="Restart policy to apply when a container exits (no, on-failure[:max_retries], "
+        "always, unless-stopped)",
+    )
+    add(
+        "--log-driver",
+        default="k8s-file",
+        choices=["k8s-file", "none", "passthrough"],
+        help="Logging driver for the container (default k8s-file)",
+    )
+    add(
+        "--log-opt",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="Logging driver options: max-size=SIZE, path=FILE",
+    )
+    add(
+        "--replace",
+        action="store_true",
+        help="If a container with the same name exists, replace it",
     )
     add("--rm", action="store_true", help="Remove container (and anonymous volumes) after exit")
     add(
@@ -186,7 +271,21 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="Security options: seccomp=unconfined|PROFILE.json, no-new-privileges, "
         "mask=PATHS, unmask=PATHS|ALL",
     )
+    add(
+        "--sdnotify",
+        default="container",
+        choices=["container", "conmon", "ignore"],
+        help='Control sd-notify behavior: container, conmon or ignore (default "container")',
+    )
     add("--shm-size", default="64m", metavar="SIZE", help="Size of /dev/shm (default 64m)")
+    add("--stop-signal", metavar="SIGNAL", help="Signal to stop a container (default SIGTERM)")
+    add(
+        "--stop-timeout",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="Timeout (in seconds) to stop a container (default 10)",
+    )
     add(
         "--sig-proxy",
         default="true",
@@ -238,13 +337,22 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="Bind mount a volume into the container",
     )
     add("-w", "--workdir", metavar="DIR", help="Working directory inside the container")
+    from rootless.cli.health import add_health_flags
+
+    add_health_flags(p)
+    from rootless.cgroups.flags import add_resource_flags
+
+    add_resource_flags(p)
     add("image", metavar="IMAGE", nargs="?")
     add("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
+    from rootless.cgroups.flags import resources_from_args
+    from rootless.monitor.restart import parse_restart
     from rootless.runtime import options as opt
 
+    resources, cgroups, cgroupns = resources_from_args(args)
     return opt.RunOptions(
         image=args.image,
         command=list(args.command),
@@ -265,6 +373,11 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         uidmap=[r for m in args.uidmap for r in opt.parse_idmap(m, "--uidmap")],
         gidmap=[r for m in args.gidmap for r in opt.parse_idmap(m, "--gidmap")],
         network=opt.parse_network(args.network),
+        network_options=opt.parse_network_options(args.network),
+        dns=[opt.parse_dns_server(s) for s in args.dns],
+        dns_search=args.dns_search,
+        dns_options=args.dns_option,
+        add_hosts=[opt.parse_add_host(h) for h in args.add_host],
         read_only=args.read_only,
         read_only_tmpfs=args.read_only_tmpfs == "true",
         rootfs=args.rootfs,
@@ -283,7 +396,54 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         pull=opt.parse_pull(args.pull),
         labels=dict(opt.parse_label(label) for label in args.label),
         print_spec=args.print_spec,
+        restart=str(parse_restart(args.restart)),
+        log_driver=args.log_driver,
+        log_opts=parse_log_opts(args.log_opt),
+        stop_signal=None if args.stop_signal is None else opt.parse_signal(args.stop_signal),
+        stop_timeout=args.stop_timeout,
+        detach_keys=args.detach_keys,
+        publish=args.publish,
+        publish_all=args.publish_all,
+        healthcheck=_health_flags(args),
+        resources=resources,
+        cgroups=cgroups,
+        cgroupns=cgroupns,
     )
+
+
+def _health_flags(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --health-* flags as given (checked now; merged with the image's HEALTHCHECK when
+    the container is created, see rootless.containers.create)."""
+    from rootless.cli.health import health_from_args
+
+    health_from_args(args, None)  # bad values fail before anything is pulled or created
+    flags = {
+        "cmd": args.health_cmd,
+        "interval": args.health_interval,
+        "timeout": args.health_timeout,
+        "retries": args.health_retries,
+        "start_period": args.health_start_period,
+        "on_failure": args.health_on_failure,
+        "no_healthcheck": bool(args.no_healthcheck),
+    }
+    return None if all(v in (None, False) for v in flags.values()) else flags
+
+
+def parse_log_opts(values: list[str]) -> dict[str, str]:
+    from rootless.errors import RlError
+    from rootless.runtime.options import parse_human_size
+
+    opts: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or key not in ("max-size", "path", "tag", "max-file"):
+            raise RlError(
+                f'invalid --log-opt "{value}": use max-size=SIZE or path=FILE (k8s-file driver)'
+            )
+        if key == "max-size":
+            parse_human_size(text, "--log-opt max-size")
+        opts[key] = text
+    return opts
 
 
 class _Stop(Exception):
@@ -306,15 +466,22 @@ def run_command(args: argparse.Namespace) -> int:
     if args.image is None:
         raise RlError("requires at least 1 arg(s), only received 0")
     options = options_from_args(args)
-    if options.detach:
-        raise RlError(
-            "detached containers are not supported yet: run the container in the foreground "
-            "(without -d)"
-        )
+    _check_lifecycle_options(options)
+    if options.cgroups != "disabled" and not options.print_spec:
+        from rootless.cgroups.fs import reexec_in_scope
+
+        # Like podman: into a delegated systemd scope of our own (the monitor of -d too).
+        reexec_in_scope([sys.executable, "-m", "rootless", *sys.argv[1:]])
     from rootless.containers.create import prepare
     from rootless.containers.store import ContainerStore
 
     store = ContainerStore.open()
+    extras = _systemd_extras(args, options, store)  # rl generate systemd / --sdnotify
+    if options.detach and not options.print_spec:
+        try:
+            return _run_detached(options, store, extras)
+        finally:
+            store.close()
     if options.print_spec:
         from rootless.cli.output import print_json
 
@@ -330,6 +497,10 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         prepared = prepare(options, store)
         record = prepared.record
+        store.update_config(record.id, **extras)
+        from rootless.systemd.notify import container_spec
+
+        container_spec(prepared.spec, extras)  # --sdnotify=container: the socket, inside
         code = _run_prepared(prepared, options, store)
         return code
     except _Stop as stop:
@@ -351,7 +522,106 @@ def run_command(args: argparse.Namespace) -> int:
             store.close()
 
 
+def _check_lifecycle_options(options: RunOptions) -> None:
+    from rootless.errors import RlError
+
+    if options.publish:
+        from rootless.network import parse_ports
+
+        parse_ports(options.publish)  # a bad -p fails before anything is created
+        if options.network != "slirp4netns":  # podman's warning, and podman's choice
+            print(
+                "Port mappings have been discarded as one of the Host, Container, Pod, and "
+                "None network modes are in use",
+                file=sys.stderr,
+            )
+            options.publish = []
+    if options.restart != "no" and options.rm:
+        raise RlError(
+            'the --rm option conflicts with --restart, when the restartPolicy is not "" and "no"'
+        )
+    if options.log_driver == "passthrough" and options.detach:
+        raise RlError("passthrough logging driver is not supported in detached mode")
+
+
+def _systemd_extras(args: argparse.Namespace, options: RunOptions, store: Any) -> dict[str, Any]:
+    """--replace, --sdnotify=ignore, and what `rl generate systemd` reads from the record:
+    the command line (for --new) and the --sdnotify mode (for the monitor)."""
+    import os
+
+    from rootless.errors import RlError
+
+    if args.sdnotify == "ignore":
+        os.environ.pop("NOTIFY_SOCKET", None)
+    if args.replace and not options.print_spec:
+        if not options.name:
+            raise RlError("cannot replace container without --name being set")
+        existing = store.find(options.name)
+        if existing is not None:
+            from rootless.containers import lifecycle
+
+            if existing.state in ("running", "restarting"):
+                lifecycle.stop(store, existing.id)  # its StopSignal and timeout, as podman
+            if store.find(existing.id) is not None:  # an --rm one is gone after the stop
+                lifecycle.remove(store, existing.id, force=True, volumes=False)
+    return {"create_command": list(sys.argv), "sdnotify": args.sdnotify}
+
+
+def _run_detached(options: RunOptions, store: Any, extras: dict[str, Any] | None = None) -> int:
+    """run -d: create, start under a monitor, print the ID. A start that fails leaves the
+    container as podman does (exited, or removed with --rm) and exits with the cause's code."""
+    from rootless.containers.create import prepare
+    from rootless.containers.lifecycle import spawn_monitor
+
+    prepared = prepare(options, store)
+    store.update_config(prepared.record.id, **(extras or {}))
+    spawn_monitor(store, prepared.record)
+    print(prepared.record.id)
+    return 0
+
+
+def create_command(args: argparse.Namespace) -> int:
+    from rootless.containers.create import prepare
+    from rootless.containers.store import ContainerStore
+    from rootless.errors import RlError
+
+    if args.image is None:
+        raise RlError("requires at least 1 arg(s), only received 0")
+    options = options_from_args(args)
+    _check_lifecycle_options(options)
+    store = ContainerStore.open()
+    try:
+        extras = _systemd_extras(args, options, store)
+        if options.print_spec:
+            from rootless.cli.output import print_json
+
+            print_json(prepare(options, store, print_only=True).spec)
+            return 0
+        prepared = prepare(options, store)
+        store.update_config(prepared.record.id, **extras)
+        if prepared.rootfs is not None:
+            prepared.rootfs.release()
+        print(prepared.record.id)
+        return 0
+    finally:
+        store.close()
+
+
 def _run_prepared(prepared: Any, options: RunOptions, store: Any) -> int:
+    from rootless.cgroups import container as cgroup
+
+    cg = cgroup.setup(store, prepared.record)  # None: no cgroup of its own
+    try:
+        code = _run_in(prepared, options, store, cg.path if cg else None)
+        if cg is not None and cg.oom_killed():
+            store.set_oom_killed(prepared.record.id)
+        return code
+    finally:
+        if cg is not None:
+            cgroup.remove(store, prepared.record)
+
+
+def _run_in(prepared: Any, options: RunOptions, store: Any, cgroup_dir: str | None) -> int:
     from rootless.runtime.executor import run_container
 
     record = prepared.record
@@ -360,9 +630,23 @@ def _run_prepared(prepared: Any, options: RunOptions, store: Any) -> int:
 
     def started(pid: int) -> None:
         store.set_container_pid(record.id, pid)
+        from rootless.systemd.notify import container_started
+
+        container_started(record.id, store.get(record.id).config)  # --sdnotify: READY=1
+
+    on_netns = None
+    if options.network == "slirp4netns":
+        from rootless.network import serve_in_child
+
+        def on_netns(keeper_pid: int) -> None:
+            ports = list(record.config.get("publish") or [])
+            _, bound = serve_in_child(keeper_pid, options.network_options, ports)
+            if bound:
+                store.update_config(record.id, ports=bound)
 
     return run_container(
         prepared.spec,
+        on_netns=on_netns,
         mapping=prepared.mapping,
         rootfs=prepared.rootfs,
         tty=options.tty,
@@ -370,34 +654,15 @@ def _run_prepared(prepared: Any, options: RunOptions, store: Any) -> int:
         sig_proxy=options.sig_proxy,
         init=options.init,
         on_started=started,
+        cgroup_dir=cgroup_dir,
     )
 
 
 # --- rm ---------------------------------------------------------------------------------
 
 
-def _stop_container(record: Container, store: Any) -> None:
-    """SIGKILL a running container's processes and wait (briefly) for its runner to finish."""
-    import signal
-
-    from rootless.containers.store import process_start_time
-
-    if record.container_pid:
-        try:
-            os.kill(record.container_pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if (
-            record.runner_pid is None
-            or process_start_time(record.runner_pid) != record.runner_start
-        ):
-            return
-        time.sleep(0.02)
-
-
 def rm_command(args: argparse.Namespace) -> int:
+    from rootless.containers import lifecycle
     from rootless.containers.store import ContainerStore
     from rootless.errors import RlError
 
@@ -411,73 +676,17 @@ def rm_command(args: argparse.Namespace) -> int:
         code = 0
         for ref in refs:
             try:
-                record = store.get(ref)
-                if record.state == "running":
-                    if not args.force:
-                        raise RlError(
-                            f"cannot remove container {record.id} as it is running - running or "
-                            "paused containers cannot be removed without force: container state "
-                            "improper",
-                            exit_code=2,
-                        )
-                    _stop_container(record, store)
-                current = store.find(record.id)
-                if current is not None:
-                    store.remove(current, volumes=args.volumes)
+                if args.force and args.time is not None:
+                    current = store.get(ref)
+                    if current.state in ("running", "restarting"):
+                        lifecycle.stop(store, ref, float(args.time))
+                record = lifecycle.remove(store, ref, force=args.force, volumes=args.volumes)
                 print(record.id if args.all else ref)
             except RlError as err:
-                if args.force and "no such container" in err.message:
+                if (args.force or args.ignore) and "no such container" in err.message:
                     continue
                 print(f"Error: {err.message}", file=sys.stderr)
                 code = code or (1 if "no such container" in err.message else err.exit_code)
         return code
     finally:
         store.close()
-
-
-# --- ps ---------------------------------------------------------------------------------
-
-
-def _status(record: Container, now: float) -> str:
-    from rootless.cli.output import ago, human_duration
-
-    if record.state == "running" and record.started:
-        return f"Up {human_duration(now - record.started)}"
-    if record.state == "exited":
-        when = ago(record.finished or record.created, now)
-        return f"Exited ({record.exit_code if record.exit_code is not None else 0}) {when}"
-    return "Created"
-
-
-def ps_command(args: argparse.Namespace) -> int:
-    from rootless.cli.output import ago, table
-    from rootless.containers.store import ContainerStore
-
-    store = ContainerStore.open()
-    try:
-        records = [c for c in store.containers() if args.all or c.state == "running"]
-    finally:
-        store.close()
-    if args.quiet:
-        for c in records:
-            print(c.id if args.no_trunc else c.short_id)
-        return 0
-    now = time.time()
-    rows = []
-    for c in records:
-        command = " ".join(c.command)
-        if not args.no_trunc and len(command) > 20:
-            command = command[:17] + "..."
-        rows.append(
-            [
-                c.id if args.no_trunc else c.short_id,
-                c.image_name,
-                command,
-                ago(c.created, now),
-                _status(c, now),
-                "",
-                c.name,
-            ]
-        )
-    table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
-    return 0

@@ -150,6 +150,9 @@ def exec_command(args: argparse.Namespace) -> int:
     pid = running_pid(record)
     if pid is None:
         raise RlError(NOT_RUNNING_EXEC, exit_code=EXIT_EXEC_SESSION)
+    from rootless.cgroups.container import enter_scope_for
+
+    enter_scope_for(pid)  # the session joins the container's cgroup (rootless.cgroups)
     options = join.ExecOptions(
         args=tuple(command),
         env=_exec_env(args.env, args.env_file),

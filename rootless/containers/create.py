@@ -275,11 +275,17 @@ def write_userdata(
 ) -> dict[str, str]:
     """Generate the container's files; returns {container path: host file} to bind."""
     own_netns = options.network != "host"
+    slirp = options.network == "slirp4netns"
     binds = {
         "/etc/hosts": _write(
             userdata / "hosts",
             files.hosts_file(
-                _host_text("/etc/hosts"), hostname=hostname, name=record_name, own_netns=own_netns
+                _host_text("/etc/hosts"),
+                hostname=hostname,
+                name=record_name,
+                own_netns=own_netns,
+                slirp=slirp,
+                extra=options.add_hosts,
             ),
         ),
         "/etc/hostname": _write(userdata / "hostname", files.hostname_file(hostname)),
@@ -295,11 +301,15 @@ def write_userdata(
             ),
         ),
     }
-    if not own_netns:
-        binds["/etc/resolv.conf"] = _write(
-            userdata / "resolv.conf",
-            files.resolv_conf(_host_text("/etc/resolv.conf"), own_netns=own_netns),
-        )
+    dns_flags = options.dns or options.dns_search or options.dns_options
+    # With --network none podman leaves the image's file, unless --dns* flags say otherwise.
+    if not own_netns or slirp or dns_flags:
+        text = files.resolv_conf(_host_text("/etc/resolv.conf"), own_netns=own_netns, slirp=slirp)
+        if dns_flags:
+            text = files.override_resolv_conf(
+                text, servers=options.dns, search=options.dns_search, options=options.dns_options
+            )
+        binds["/etc/resolv.conf"] = _write(userdata / "resolv.conf", text)
     if options.tz:
         zone = timezone_file(options.tz)
         binds["/etc/localtime"] = _write(userdata / "localtime", "")
@@ -449,7 +459,7 @@ def prepare(options: RunOptions, store: ContainerStore, *, print_only: bool = Fa
         command=process.args,
         autoremove=options.rm,
         labels=options.labels,
-        config=_config_json(options),
+        config=_config_json(options, source),
     )
     try:
         userdata = store.userdata(record.id)
@@ -464,7 +474,8 @@ def prepare(options: RunOptions, store: ContainerStore, *, print_only: bool = Fa
             group=group_override,
         )
         mounts = _resolve_mounts(requests, store, record, source, process, mapping)
-        rootfs = _rootfs(options, store.container_dir(record.id), source)
+        rootfs, storage_description = _rootfs(options, store.container_dir(record.id), source)
+        store.update_config(record.id, storage=storage_description)
         spec = spec_for(os.fspath(store.rootfs(record.id)), binds, mounts)
         _write(userdata / "config.json", json.dumps(spec, indent=2), 0o600)
     except BaseException:
@@ -474,12 +485,41 @@ def prepare(options: RunOptions, store: ContainerStore, *, print_only: bool = Fa
     return Prepared(record, spec, mapping, rootfs)
 
 
-def _config_json(options: RunOptions) -> dict[str, Any]:
+def _config_json(options: RunOptions, source: ImageSource) -> dict[str, Any]:
     data = asdict(options)
     data.pop("print_spec", None)
+    image_config = source.config.get("config") or {}
+    data["stop_signal"] = options.stop_signal or image_config.get("StopSignal") or "SIGTERM"
+    data["healthcheck"] = container_healthcheck(options.healthcheck, source.config)
+    if options.publish_all:  # -P: every EXPOSEd port, on a host port the kernel picks
+        exposed = sorted((image_config.get("ExposedPorts") or {}).keys())
+        data["publish"] = list(options.publish) + [p for p in exposed if p not in options.publish]
     data["uidmap"] = [[r.container, r.host, r.size] for r in options.uidmap]
     data["gidmap"] = [[r.container, r.host, r.size] for r in options.gidmap]
     return data
+
+
+def container_healthcheck(
+    flags: Mapping[str, Any] | None, image_config: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The healthcheck the monitor runs: the --health-* flags over the image's HEALTHCHECK."""
+    from rootless.monitor import health
+
+    image = health.image_healthcheck(dict(image_config))
+    if flags is None and image is None:
+        return None
+    f = dict(flags or {})
+    config = health.config_from_flags(
+        f.get("cmd"),
+        f.get("interval"),
+        f.get("timeout"),
+        f.get("retries"),
+        f.get("start_period"),
+        f.get("on_failure"),
+        bool(f.get("no_healthcheck")),
+        image,
+    )
+    return config.to_json() if config is not None else None
 
 
 def _resolve_mounts(
@@ -509,10 +549,18 @@ def _resolve_mounts(
     return mounts
 
 
-def _rootfs(options: RunOptions, container_dir: Path, source: ImageSource) -> RootfsProvider:
+def _rootfs(
+    options: RunOptions, container_dir: Path, source: ImageSource
+) -> tuple[RootfsProvider, dict[str, Any]]:
+    """The provider, and its description for later starts (see storage.reopen_rootfs)."""
     from rootless import storage
 
     if source.rootfs_dir is not None:
-        return storage.rootfs_provider(options.image, container_dir)
+        provider = storage.rootfs_provider(options.image, container_dir)
+        path = options.image
+        absolute = os.path.join(os.getcwd(), path[:-2] if path.endswith(":O") else path)
+        full = os.path.realpath(absolute) + (":O" if path.endswith(":O") else "")
+        return provider, storage.describe_rootfs("", [], full)
     driver = storage.select_driver(None)
-    return driver.prepare(container_dir, source.lowers)
+    provider = driver.prepare(container_dir, source.lowers)
+    return provider, storage.describe_rootfs(driver.name, source.lowers, None)

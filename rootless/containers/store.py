@@ -1,9 +1,11 @@
 """Container records in rl.db and their directories under `<data_dir>/containers/<id>/`.
 
 A record is created before anything is set up (so a name is taken atomically, by SQLite's
-UNIQUE constraint) and its state moves created -> running -> exited. The process that runs a
-container is recorded with its start time; a record that says "running" while that process is
-gone (rl was SIGKILLed) reads as exited, so nothing waits on a dead run.
+UNIQUE constraint) and its state moves created -> running -> exited (-> restarting -> running
+while the monitor applies a restart policy). The process that runs a container (the
+foreground rl, or the detached container's monitor) is recorded with its start time; a record
+that says "running" while that process is gone (it was SIGKILLed, the machine rebooted) reads
+as exited with an unknown exit code, so nothing waits on a dead run and `rm`/`start` just work.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from rootless.errors import RlError
 
 BUSY_TIMEOUT_MS = 10000
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-# Exit code recorded for a container whose runner vanished without recording one.
-UNKNOWN_EXIT = 137
+# States whose truth depends on a live runner (foreground rl or monitor).
+LIVE_STATES = ("running", "restarting", "stopping", "paused")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -46,6 +48,15 @@ CREATE TABLE IF NOT EXISTS containers (
     config TEXT NOT NULL DEFAULT '{}'  -- JSON: the run options, for inspect and later restarts
 )
 """
+# Columns added after the first schema: (name, declaration). Older databases get them by
+# ALTER TABLE when opened.
+LATER_COLUMNS = (
+    ("restart_count", "INTEGER NOT NULL DEFAULT 0"),
+    ("stopped_by_user", "INTEGER NOT NULL DEFAULT 0"),  # no restart policy after rl stop
+    ("oom_killed", "INTEGER NOT NULL DEFAULT 0"),
+    ("health", "TEXT"),  # JSON: podman's State.Health {Status, FailingStreak, Log}
+    ("error", "TEXT NOT NULL DEFAULT ''"),  # podman's State.Error
+)
 
 
 @dataclass
@@ -66,6 +77,11 @@ class Container:
     autoremove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    restart_count: int = 0
+    stopped_by_user: bool = False
+    oom_killed: bool = False
+    health: dict[str, Any] | None = None
+    error: str = ""
 
     @property
     def short_id(self) -> str:
@@ -74,7 +90,8 @@ class Container:
 
 _COLUMNS = (
     "id, name, image_id, image_name, command, created, state, exit_code, started, finished, "
-    "runner_pid, runner_start, container_pid, autoremove, labels, config"
+    "runner_pid, runner_start, container_pid, autoremove, labels, config, "
+    "restart_count, stopped_by_user, oom_killed, health, error"
 )
 
 
@@ -96,16 +113,58 @@ def _from_row(row: tuple[Any, ...]) -> Container:
         autoremove=bool(row[13]),
         labels=json.loads(row[14]),
         config=json.loads(row[15]),
+        restart_count=row[16],
+        stopped_by_user=bool(row[17]),
+        oom_killed=bool(row[18]),
+        health=json.loads(row[19]) if row[19] else None,
+        error=row[20],
     )
 
 
 def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat, which tells a process from a later one with its pid."""
+    """Field 22 of /proc/PID/stat, which tells a process from a later one with its pid;
+    None when there is no such process or it has ended."""
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return data.rsplit(")", 1)[1].split()[19]
+    fields = data.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None  # a zombie has ended: only its parent's wait is missing
+    return fields[19]
+
+
+def runner_alive(record: Container) -> bool:
+    """Is the process recorded as running this container still that process?"""
+    if record.runner_pid is None:
+        return False
+    return process_start_time(record.runner_pid) == record.runner_start
+
+
+class ContainerLock:
+    """An exclusive flock per container under the runtime dir: operations on one container
+    (start, stop, rm, rename, …) serialise; different containers proceed in parallel. The
+    kernel drops it when its holder dies, so a killed rl never leaves it held."""
+
+    def __init__(self, container_id: str) -> None:
+        self.container_id = container_id
+        self.fd = -1
+
+    def __enter__(self) -> ContainerLock:
+        import fcntl
+
+        from rootless.paths import ensure_dir, runtime_dir
+
+        directory = ensure_dir(runtime_dir() / "locks")
+        self.fd = os.open(
+            directory / f"{self.container_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        os.close(self.fd)
+        self.fd = -1
 
 
 def check_name(name: str) -> None:
@@ -150,6 +209,10 @@ class ContainerStore:
             # WAL + NORMAL stays consistent after a crash and saves an fsync per state change.
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(containers)")}
+            for column, declaration in LATER_COLUMNS:
+                if column not in have:
+                    db.execute(f"ALTER TABLE containers ADD COLUMN {column} {declaration}")
         except (OSError, sqlite3.Error) as exc:
             raise RlError(f"cannot open the container store in {root}: {exc}") from exc
         return cls(root, db)
@@ -197,8 +260,8 @@ class ContainerStore:
             )
             try:
                 self.db.execute(
-                    f"INSERT INTO containers ({_COLUMNS}) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
+                    "INSERT INTO containers (id, name, image_id, image_name, command, created, "
+                    "state, autoremove, labels, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         record.name,
@@ -232,15 +295,24 @@ class ContainerStore:
         self.db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
 
     def _reconcile(self, record: Container) -> Container:
-        """A "running" record whose runner is gone is an exited one."""
-        if record.state != "running" or record.runner_pid is None:
+        """A live-state record whose runner is gone is an exited one; its exit code is
+        unknown (NULL) unless the runner recorded it, and State.Error says so."""
+        if record.state not in LIVE_STATES or record.runner_pid is None:
             return record
-        if process_start_time(record.runner_pid) == record.runner_start:
+        if runner_alive(record):
             return record
         self.db.execute(
-            "UPDATE containers SET state = 'exited', exit_code = coalesce(exit_code, ?), "
-            "finished = coalesce(finished, ?) WHERE id = ? AND state = 'running'",
-            (UNKNOWN_EXIT, time.time(), record.id),
+            "UPDATE containers SET state = 'exited', finished = coalesce(finished, ?), "
+            "error = CASE WHEN exit_code IS NULL THEN ? ELSE error END "
+            "WHERE id = ? AND state = ? AND runner_pid = ?",
+            (
+                time.time(),
+                f"exit code unknown: the process that ran the container (pid "
+                f"{record.runner_pid}) ended without recording it",
+                record.id,
+                record.state,
+                record.runner_pid,
+            ),
         )
         return self._by_id(record.id) or record
 
@@ -287,43 +359,99 @@ class ContainerStore:
         return result
 
     def mark_running(self, container_id: str, container_pid: int | None = None) -> None:
+        """This process runs the container from now on (a fresh start: exit code, error and
+        OOM flag of the previous run are cleared)."""
         me = os.getpid()
         self.db.execute(
             "UPDATE containers SET state = 'running', started = ?, runner_pid = ?, "
-            "runner_start = ?, container_pid = ? WHERE id = ?",
+            "runner_start = ?, container_pid = ?, exit_code = NULL, error = '', "
+            "oom_killed = 0, finished = NULL WHERE id = ?",
             (time.time(), me, process_start_time(me), container_pid, container_id),
         )
+
+    def set_state(self, container_id: str, state: str) -> None:
+        self.db.execute("UPDATE containers SET state = ? WHERE id = ?", (state, container_id))
+
+    def set_stopped_by_user(self, container_id: str, stopped: bool = True) -> None:
+        self.db.execute(
+            "UPDATE containers SET stopped_by_user = ? WHERE id = ?", (int(stopped), container_id)
+        )
+
+    def count_restart(self, container_id: str) -> None:
+        self.db.execute(
+            "UPDATE containers SET restart_count = restart_count + 1 WHERE id = ?",
+            (container_id,),
+        )
+
+    def set_health(self, container_id: str, health: dict[str, Any] | None) -> None:
+        self.db.execute(
+            "UPDATE containers SET health = ? WHERE id = ?",
+            (json.dumps(health) if health is not None else None, container_id),
+        )
+
+    def set_oom_killed(self, container_id: str) -> None:
+        self.db.execute("UPDATE containers SET oom_killed = 1 WHERE id = ?", (container_id,))
+
+    def rename(self, container_id: str, new_name: str) -> None:
+        """RlError when the name is invalid or taken (podman's messages)."""
+        check_name(new_name)
+        try:
+            self.db.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, container_id))
+        except sqlite3.IntegrityError:
+            owner = self.db.execute(
+                "SELECT id FROM containers WHERE name = ?", (new_name,)
+            ).fetchone()
+            raise name_in_use(new_name, owner[0] if owner else "another container") from None
 
     def set_container_pid(self, container_id: str, container_pid: int) -> None:
         self.db.execute(
             "UPDATE containers SET container_pid = ? WHERE id = ?", (container_pid, container_id)
         )
 
-    def mark_exited(self, container_id: str, exit_code: int) -> None:
+    def mark_exited(self, container_id: str, exit_code: int | None, error: str = "") -> None:
         self.db.execute(
-            "UPDATE containers SET state = 'exited', exit_code = ?, finished = ? WHERE id = ?",
-            (exit_code, time.time(), container_id),
+            "UPDATE containers SET state = 'exited', exit_code = ?, finished = ?, error = ? "
+            "WHERE id = ?",
+            (exit_code, time.time(), error, container_id),
         )
+
+    def update_config(self, container_id: str, **values: Any) -> None:
+        """Merge `values` into the record's config (one transaction)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            record = self._by_id(container_id)
+            if record is not None:
+                config = dict(record.config, **values)
+                self.db.execute(
+                    "UPDATE containers SET config = ? WHERE id = ?",
+                    (json.dumps(config), container_id),
+                )
+        finally:
+            self.db.execute("COMMIT")
 
     def set_volumes(self, container_id: str, used: list[str], anonymous: list[str]) -> None:
         """Remember the volumes a container mounts (and which of them die with it)."""
         record = self._by_id(container_id)
         if record is None:
             return
-        config = dict(record.config, volumes=used, anonymous_volumes=anonymous)
+        # "volumes" itself is RunOptions' -v list: the names go under their own key.
+        config = dict(record.config, volume_names=used, anonymous_volumes=anonymous)
         self.db.execute(
             "UPDATE containers SET config = ? WHERE id = ?", (json.dumps(config), container_id)
         )
 
     def volume_users(self, volume: str) -> list[str]:
         """IDs of the containers whose mounts use `volume` (podman's `volume rm` lists IDs)."""
-        return [c.id for c in self.containers() if volume in c.config.get("volumes", [])]
+        return [c.id for c in self.containers() if volume in c.config.get("volume_names", [])]
 
     # --- removal -----------------------------------------------------------------------
     def remove(self, record: Container, *, volumes: bool = False) -> None:
         """Storage (subordinate-owned, removed in the user namespace), directory, record;
         with `volumes`, also the anonymous volumes the container made (podman's --rm, rm -v)."""
         record = self._by_id(record.id) or record  # volumes are recorded after creation
+        from rootless.cgroups import container as cgroup
+
+        cgroup.remove(self, record)  # its cgroup, when it has one (errors are not fatal)
         directory = self.container_dir(record.id)
         if directory.exists() and not _remove_own_tree(directory):
             from rootless.storage import remove_container_storage
@@ -331,6 +459,7 @@ class ContainerStore:
             remove_container_storage(directory)
             _remove_dir(directory)
         self._delete_record(record.id)
+        _remove_runtime_dir(record.id)
         if volumes:
             self._remove_anonymous_volumes(record)
 
@@ -344,6 +473,13 @@ class ContainerStore:
         for name in names:
             if store.exists(name):
                 store.remove(name)
+
+
+def _remove_runtime_dir(container_id: str) -> None:
+    """The monitor's attach socket and pid file live there (rootless.monitor)."""
+    from rootless.paths import runtime_dir
+
+    shutil.rmtree(runtime_dir() / "containers" / container_id, ignore_errors=True)
 
 
 def _remove_own_tree(directory: Path) -> bool:

@@ -51,6 +51,9 @@ class ExecPlan(NamedTuple):
     tty: bool
     interactive: bool
     detach: bool = False
+    # Without -t/-d: where the command's stdout and stderr go instead of rl's (a healthcheck
+    # captures them in a file); J dup2()s it onto fds 1 and 2.
+    output_fd: int | None = None
 
 
 def open_namespaces(pid: int) -> list[tuple[int, int]]:
@@ -236,7 +239,11 @@ class _Session:
                     os.dup2(null, fd)
             elif not self.plan.interactive:
                 os.dup2(null, 0)
+            if self.plan.output_fd is not None and not self.plan.detach:
+                os.dup2(self.plan.output_fd, 1)
+                os.dup2(self.plan.output_fd, 2)
             os.close(null)
+            _join_cgroup_of(self.plan.pid)
             for flag, fd in self.namespaces:
                 sc.setns(fd, flag)
                 os.close(fd)
@@ -331,6 +338,21 @@ def enter_workdir(cwd: str) -> None:
 def _reap(pid: int, code: int | None = None) -> int:
     _, status = os.waitpid(pid, 0)
     return exit_code(status) if code is None else code
+
+
+def _join_cgroup_of(pid: int) -> None:
+    """Join the cgroup v2 of the container's pid 1 when it has one of its own (rl-<id>, see
+    rootless.cgroups), before entering its cgroup namespace: exec sessions count against the
+    container's limits, as with podman."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            path = next((line[3:].strip() for line in f if line.startswith("0::")), "")
+        name = os.path.basename(path)
+        if name.startswith("rl-") and name != "rl-supervisor":
+            with open(f"/sys/fs/cgroup{path}/cgroup.procs", "w") as procs:
+                procs.write("0")
+    except OSError:
+        pass  # no cgroup v2 of its own, or not ours to write: stay where rl is
 
 
 def _die_with_parent(parent: int | None) -> None:

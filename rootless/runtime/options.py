@@ -10,15 +10,16 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rootless.errors import RlError
 from rootless.userns import IdMapping, IdRange
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
-NETWORK_MODES = ("none", "host")
+NETWORK_MODES = ("slirp4netns", "none", "host")
 PULL_POLICIES = ("always", "missing", "never", "newer")
-# Until user-mode networking lands, a container gets a network namespace with loopback only.
-DEFAULT_NETWORK = "none"
+# podman's rootless default: user-mode networking (rl's own stack, see netns/).
+DEFAULT_NETWORK = "slirp4netns"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class RunOptions:
     uidmap: list[IdRange] = field(default_factory=list)
     gidmap: list[IdRange] = field(default_factory=list)
     network: str = DEFAULT_NETWORK
+    network_options: dict[str, str] = field(default_factory=dict)  # slirp4netns:…
+    dns: list[str] = field(default_factory=list)  # --dns: replaces the nameservers
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    add_hosts: list[tuple[str, str]] = field(default_factory=list)  # (name, address)
     read_only: bool = False
     read_only_tmpfs: bool = True
     rootfs: bool = False
@@ -69,6 +75,20 @@ class RunOptions:
     pull: str = "missing"
     labels: dict[str, str] = field(default_factory=dict)
     print_spec: bool = False
+    # Lifecycle (the monitor's business; see rootless.monitor)
+    restart: str = "no"  # no | on-failure[:N] | always | unless-stopped
+    log_driver: str = "k8s-file"  # k8s-file | none | passthrough
+    log_opts: dict[str, str] = field(default_factory=dict)  # max-size, path, …
+    stop_signal: str | None = None  # None: the image's StopSignal, else SIGTERM
+    stop_timeout: int = 10
+    healthcheck: dict[str, Any] | None = None  # rootless.monitor.health's HealthConfig, as JSON
+    detach_keys: str = "ctrl-p,ctrl-q"
+    publish: list[str] = field(default_factory=list)  # -p specs, for the network stack
+    publish_all: bool = False  # -P: the image's EXPOSEd ports, on random host ports
+    # cgroups (rootless.cgroups): the resource flags as rootless.cgroups.core.Limits.to_json()
+    resources: dict[str, Any] = field(default_factory=dict)
+    cgroups: str = "enabled"  # enabled | disabled | no-conmon | split
+    cgroupns: str = "private"  # private | host
 
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.IGNORECASE)
@@ -84,6 +104,19 @@ def parse_size(text: str, flag: str = "--shm-size") -> int:
         )
     number, unit = match.groups()
     return int(float(number) * _UNITS[(unit or "").lower()])
+
+
+def parse_human_size(text: str, flag: str) -> int:
+    """A size as go-units FromHumanSize reads it (--log-opt max-size): decimal units, so
+    1k is 1000 bytes, and a trailing i changes nothing (podman shows 1ki as 1kB too)."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise RlError(
+            f"invalid size for {flag}: {text!r}: use a number with an optional unit b, k, m or g"
+        )
+    number, unit = match.groups()
+    power = "kmgtp".index(unit.lower()) + 1 if unit else 0
+    return int(float(number) * 1000**power)
 
 
 def parse_pull(text: str) -> str:
@@ -107,17 +140,73 @@ def parse_entrypoint(text: str) -> list[str]:
 
 
 def parse_network(text: str) -> str:
+    """--network's mode: slirp4netns (user-mode networking, the rootless default), none
+    (loopback only) or host. Its options are parse_network_options' business."""
     mode = text.split(":", 1)[0]
-    if mode in ("", "default", "private", "slirp4netns", "pasta", "bridge"):
-        if mode in ("", "default", "private"):
-            return DEFAULT_NETWORK
+    if mode in ("", "default", "private"):
+        return DEFAULT_NETWORK
+    if mode in ("pasta", "bridge"):
         raise RlError(
-            f"network mode {mode!r} is not supported yet: rl has no user-mode networking so far; "
-            "use --network none (loopback only, the default) or --network host"
+            f"network mode {mode!r} is not available in rl: use slirp4netns (the default, "
+            "user-mode networking), none or host"
         )
     if mode not in NETWORK_MODES:
-        raise RlError(f"unknown network mode {text!r}: use --network none or --network host")
+        raise RlError(f"unknown network mode {text!r}: use slirp4netns (the default), none or host")
     return mode
+
+
+SLIRP_OPTIONS = ("allow_host_loopback", "mtu", "enable_ipv6", "port_handler")
+
+
+def parse_network_options(text: str) -> dict[str, str]:
+    """`slirp4netns:allow_host_loopback=true,mtu=1500` -> {"allow_host_loopback": "true", …},
+    checked. Options podman knows but rl does not implement are refused, not ignored."""
+    mode, sep, rest = text.partition(":")
+    if not sep:
+        return {}
+    if mode != "slirp4netns":
+        raise RlError(f"network mode {mode} takes no options: {text!r}")
+    opts: dict[str, str] = {}
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        if key not in SLIRP_OPTIONS or not eq:
+            raise RlError(
+                f"unknown slirp4netns option {item!r}: rl knows allow_host_loopback=true|false "
+                "and mtu=N"
+            )
+        if key in ("allow_host_loopback", "enable_ipv6") and value not in ("true", "false"):
+            raise RlError(f"invalid slirp4netns option {item!r}: use {key}=true or {key}=false")
+        if key == "enable_ipv6" and value == "true":
+            raise RlError("slirp4netns:enable_ipv6=true is not available: rl's stack is IPv4")
+        if key == "mtu" and not (value.isdigit() and 576 <= int(value) <= 65520):
+            raise RlError(f"invalid slirp4netns option {item!r}: mtu must be 576 to 65520")
+        if key == "port_handler" and value not in ("rootlesskit", "slirp4netns"):
+            raise RlError(f"invalid slirp4netns option {item!r}")
+        opts[key] = value
+    return opts
+
+
+def parse_add_host(text: str) -> tuple[str, str]:
+    """--add-host NAME:IP (IPv6 addresses contain colons: the name ends at the first)."""
+    import ipaddress
+
+    name, sep, address = text.partition(":")
+    if not sep or not name:
+        raise RlError(f'invalid --add-host "{text}": use HOST:IP')
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        raise RlError(f'invalid IP address in add-host: "{address}"') from None
+    return name, address.strip("[]")
+
+
+def parse_dns_server(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise RlError(f"{text} is not an ip address") from None
 
 
 def parse_userns(text: str) -> Userns:
@@ -255,3 +344,20 @@ def compose(wanted: list[IdRange], base: tuple[IdRange, ...], flag: str) -> list
             out.append(IdRange(container, piece.host + inter - piece.container, take))
             container, inter, left = container + take, inter + take, left - take
     return out
+
+
+def parse_signal(text: str) -> str:
+    """A signal as podman takes it (TERM, SIGTERM, sigterm, 15); its canonical name."""
+    import signal
+
+    name = text.strip().upper()
+    if name.isdigit():
+        try:
+            return signal.Signals(int(name)).name
+        except ValueError:
+            raise RlError(f"invalid signal: {text}") from None
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in signal.Signals.__members__:
+        raise RlError(f"invalid signal: {text}")
+    return name

@@ -289,7 +289,10 @@ def build_spec(
         "rlimits": [dict(r) for r in rlimits or ()],
         "noNewPrivileges": no_new_privileges,
     }
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "user")]
+    kinds: tuple[str, ...] = ("pid", "ipc", "uts", "mount", "cgroup", "user")
+    if options.cgroupns == "host":  # --cgroupns=host: the host's cgroup namespace
+        kinds = tuple(k for k in kinds if k != "cgroup")
+    namespaces = [{"type": t} for t in kinds]
     if own_netns:
         namespaces.insert(1, {"type": "network"})
     linux: dict[str, Any] = {

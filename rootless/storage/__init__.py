@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rootless.errors import RlError
 
@@ -173,6 +173,28 @@ def remove_container_storage(container_dir: Path) -> None:
     from rootless.userns import run_in_userns
 
     run_in_userns(remove_paths, present)
+
+
+def describe_rootfs(driver: str, lowers: list[Path], rootfs: str | None) -> dict[str, Any]:
+    """What `reopen_rootfs` needs to serve a created container's root filesystem again (in
+    the monitor, at every start): the driver and its lower dirs, or the --rootfs path."""
+    if rootfs is not None:
+        return {"rootfs": rootfs}
+    return {"driver": driver, "lowers": [os.fspath(p) for p in lowers]}
+
+
+def reopen_rootfs(container_dir: Path, description: dict[str, Any]) -> RootfsProvider:
+    """The provider for an existing container (drivers' prepare() is idempotent: the upper
+    dir and its changes are kept)."""
+    if "rootfs" in description:
+        return rootfs_provider(description["rootfs"], container_dir)
+    if "driver" not in description:
+        raise RlError(
+            f"container {container_dir.name} was created by an older rl without its storage "
+            "description: remove it and create it again"
+        )
+    lowers = [Path(p) for p in description["lowers"]]
+    return driver_by_name(description["driver"]).prepare(container_dir, lowers)
 
 
 def rootfs_provider(spec: str, container_dir: Path, *, cwd: str | None = None) -> RootfsProvider:

@@ -55,7 +55,8 @@ def test_info_yaml_describes_host_store_and_id_mappings(rl: Rl, user: User) -> N
     assert store["graphDriverName"] in ("overlay", "fuse", "vfs")
     assert store["graphStatus"]["reason"]
     assert store["imageStore"]["number"] == 0
-    assert data["plugins"]["network"] == ["none"]
+    assert data["plugins"]["network"] == ["slirp4netns", "none", "host"]
+    assert data["plugins"]["defaultNetwork"] == "slirp4netns"
 
 
 def test_info_json_matches_yaml(rl: Rl, user: User) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -81,7 +82,7 @@ def test_id_maps_pid1_and_hostname(rlm: Rl, user: User) -> None:
     assert lines[2].split() == ["0", str(user.gid), "1"]
     assert lines[4] == "1"
     assert lines[5:7] == ["myhost", "myhost"]
-    assert lines[7].split()[:2] == ["127.0.0.1", "myhost"]
+    assert lines[7].split()[:2] == ["10.0.2.100", "myhost"]  # slirp4netns, as podman
 
 
 def test_default_hostname_is_short_id(rlm: Rl) -> None:
@@ -204,10 +205,10 @@ def test_unknown_image(rlm: Rl) -> None:
     assert result.stderr.strip() == "Error: nosuch:latest: image not known"
 
 
-def test_detach_not_supported_yet(rlm: Rl) -> None:
-    result = rlm("run", "-d", IMAGE, "true")
-    assert result.returncode == 125
-    assert "detached containers are not supported yet" in result.stderr
+def test_detach_prints_the_id(rlm: Rl) -> None:
+    # The rest of -d is in test_lifecycle.py.
+    cid = rlm.ok("run", "-d", "--rm", IMAGE, "true").stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", cid)
 
 
 # --- security -------------------------------------------------------------------------
@@ -323,7 +324,9 @@ def _rl_pid(popen: subprocess.Popen[bytes]) -> int:
 
 
 def _rl_argv(rl: Rl, *args: str) -> list[str]:
-    return rl.user.argv([rl_binary(), "--root", str(rl.root), *args], rl.user.env())
+    # global_args: the storage driver the parametrised copies (test_fuse_driver.py) run with
+    flags = getattr(rl, "global_args", ())
+    return rl.user.argv([rl_binary(), "--root", str(rl.root), *flags, *args], rl.user.env())
 
 
 def _read_until(fd: int, marker: bytes, timeout: float = 20) -> bytes:
@@ -526,14 +529,14 @@ def test_matches_podman(rlm: Rl, user: User, busybox_archive: Path) -> None:
     )  # fmt: skip
     if podman.returncode != 0:
         pytest.skip(f"podman cannot run containers here: {podman.stderr}")
-    ours = sh(rlm, probe, "-u", "tester")
+    ours = sh(rlm, probe, "-u", "tester", "--network", "none")
     assert ours == podman.stdout
     root_probe = "grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status; ulimit -n; ulimit -u"
     podman_root = user.run(
         ["podman", "run", "--rm", "--runtime", "runc", "--network", "none", IMAGE, "sh", "-c",
          root_probe], timeout=120,
     )  # fmt: skip
-    assert sh(rlm, root_probe) == podman_root.stdout
+    assert sh(rlm, root_probe, "--network", "none") == podman_root.stdout
 
 
 def test_rm_of_running_container_needs_force(rlm: Rl, user: User) -> None:

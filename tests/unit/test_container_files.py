@@ -62,3 +62,17 @@ def test_ids_and_names() -> None:
     assert len(ident) == 64 and int(ident, 16) >= 0
     adjective, _, noun = random_name().partition("_")
     assert adjective and noun
+
+
+def test_files_with_user_mode_networking() -> None:
+    # podman 4.3 with slirp4netns, measured here: own names on 10.0.2.100, the forwarder
+    # first in resolv.conf, the host's non-loopback nameservers after it.
+    hosts = hosts_file("", hostname="h", name="n", own_netns=True, slirp=True)
+    assert hosts == "192.0.2.2\thost.containers.internal\n10.0.2.100\th n\n"
+    text = "search example.org\nnameserver 127.0.0.53\nnameserver 10.9.9.9\n"
+    assert resolv_conf(text, own_netns=True, slirp=True) == (
+        "nameserver 10.0.2.3\nsearch example.org\nnameserver 10.9.9.9\n"
+    )
+    assert resolv_conf("nameserver 127.0.0.53\n", own_netns=True, slirp=True) == (
+        "nameserver 10.0.2.3\n"
+    )

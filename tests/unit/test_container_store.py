@@ -62,7 +62,61 @@ def test_running_record_of_a_dead_runner_reads_as_exited(store: ContainerStore) 
     store.mark_running(c.id, 1)
     store.db.execute("UPDATE containers SET runner_pid = 2147483646 WHERE id = ?", (c.id,))
     record = store.get("ghost")
-    assert record.state == "exited" and record.exit_code == 137
+    assert record.state == "exited" and record.exit_code is None
+    assert "exit code unknown" in record.error and "2147483646" in record.error
+
+
+def test_a_new_run_clears_the_previous_outcome(store: ContainerStore) -> None:
+    c = store.create(name="again", image_id="", image_name="i", command=["a"])
+    store.mark_running(c.id, 1)
+    store.set_oom_killed(c.id)
+    store.mark_exited(c.id, 137, "killed")
+    store.count_restart(c.id)
+    store.mark_running(c.id, 2)
+    record = store.get("again")
+    assert (record.state, record.exit_code, record.error, record.oom_killed) == (
+        "running",
+        None,
+        "",
+        False,
+    )
+    assert record.restart_count == 1
+
+
+def test_rename_and_health(store: ContainerStore) -> None:
+    a = store.create(name="a", image_id="", image_name="i", command=["a"])
+    store.create(name="b", image_id="", image_name="i", command=["a"])
+    with pytest.raises(RlError, match='"b" is already in use'):
+        store.rename(a.id, "b")
+    with pytest.raises(RlError, match="names must match"):
+        store.rename(a.id, "/bad")
+    store.rename(a.id, "c")
+    store.set_health(a.id, {"Status": "healthy", "FailingStreak": 0, "Log": []})
+    record = store.get("c")
+    assert record.id == a.id
+    assert record.health == {"Status": "healthy", "FailingStreak": 0, "Log": []}
+
+
+def test_an_older_database_gains_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from rootless.containers.store import SCHEMA
+
+    db = sqlite3.connect(tmp_path / "rl.db")
+    db.execute(SCHEMA)
+    db.execute(
+        "INSERT INTO containers (id, name, image_id, image_name, command, created, state) "
+        "VALUES ('ab', 'old', '', 'i', '[]', 0, 'exited')"
+    )
+    db.commit()
+    db.close()
+    store = ContainerStore.open(tmp_path)
+    try:
+        old = store.get("old")
+        assert (old.restart_count, old.stopped_by_user) == (0, False)
+        assert (old.health, old.error) == (None, "")
+    finally:
+        store.close()
 
 
 def test_remove(store: ContainerStore) -> None:
@@ -76,6 +130,18 @@ def test_remove(store: ContainerStore) -> None:
 def test_volume_users(store: ContainerStore) -> None:
     c = store.create(name="v", image_id="", image_name="i", command=["a"])
     store.set_volumes(c.id, ["data", "anon"], ["anon"])
+    assert store.get("v").config.get("volumes") is None  # RunOptions' -v list untouched
     assert store.volume_users("data") == [c.id]
     assert store.volume_users("other") == []
     assert store.get("v").config["anonymous_volumes"] == ["anon"]
+
+
+def test_log_max_size_is_decimal_like_podman() -> None:
+    from rootless.runtime.options import parse_human_size
+
+    assert parse_human_size("1k", "x") == 1000
+    assert parse_human_size("1ki", "x") == 1000
+    assert parse_human_size("2MB", "x") == 2_000_000
+    assert parse_human_size("512", "x") == 512
+    with pytest.raises(RlError, match="invalid size"):
+        parse_human_size("lots", "x")

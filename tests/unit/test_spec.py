@@ -198,13 +198,30 @@ def test_parse_size_rejects(text: str) -> None:
 
 
 def test_parse_network() -> None:
+    from rootless.runtime.options import parse_network_options
+
     assert parse_network("none") == "none"
     assert parse_network("host") == "host"
-    assert parse_network("") == "none"
-    with pytest.raises(RlError, match="not supported yet"):
-        parse_network("slirp4netns")
+    assert parse_network("") == "slirp4netns"  # podman's rootless default
+    assert parse_network("slirp4netns:allow_host_loopback=true") == "slirp4netns"
+    assert parse_network_options("slirp4netns:allow_host_loopback=true,mtu=1500") == {
+        "allow_host_loopback": "true",
+        "mtu": "1500",
+    }
+    assert parse_network_options("none") == {}
+    with pytest.raises(RlError, match="not available in rl"):
+        parse_network("pasta")
     with pytest.raises(RlError, match="unknown network mode"):
         parse_network("bogus")
+    for bad in (
+        "slirp4netns:cidr=10.1.0.0/24",
+        "slirp4netns:mtu=9",
+        "host:x=y",
+        "slirp4netns:allow_host_loopback=maybe",
+        "slirp4netns:enable_ipv6=true",
+    ):
+        with pytest.raises(RlError):
+            parse_network_options(bad)
 
 
 def test_parse_userns() -> None:

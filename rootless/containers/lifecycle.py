@@ -1,0 +1,305 @@
+"""Starting, stopping and signalling containers from the CLI (the monitor's other side).
+
+Every function here takes the container's lock (store.ContainerLock) for the whole
+operation, so two `rl` commands on one container serialise while different containers
+proceed in parallel. Nothing here waits on a dead process: a runner (monitor or foreground
+rl) that is gone is reconciled by the store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rootless.containers.store import ContainerLock, ContainerStore, runner_alive
+from rootless.errors import RlError
+
+if TYPE_CHECKING:
+    from rootless.containers.store import Container
+
+# How long `start` waits for the monitor to say the container runs (fuse mounts, pulls of
+# nothing, a slow disk): generous, the monitor answers in ~50 ms normally.
+START_TIMEOUT = 60.0
+# After SIGKILL the runner needs a moment to record the exit and clean up.
+CLEANUP_TIMEOUT = 10.0
+
+
+def spawn_monitor(
+    store: ContainerStore, record: Container, before_start: Callable[[], object] | None = None
+) -> int:
+    """Start the container under a new monitor; return its pid 1 (host pid). RlError (with
+    podman's exit code, e.g. 127 for a missing command) when it did not start.
+
+    With `before_start` (start -a), the monitor waits after opening its attach socket until
+    that callback has connected a client, so no early output is missed."""
+    import rootless
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(rootless.__file__)))
+    env = dict(os.environ, PYTHONPATH=package_parent)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    userdata = store.userdata(record.id)
+    log = os.open(userdata / "monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        from rootless.cgroups.fs import scoped_command
+
+        argv = [sys.executable, "-S", "-m", "rootless.monitor", record.id, str(ready_w)]
+        if before_start is not None:
+            argv.append("--attach-first")
+        # Where the user's systemd can delegate a cgroup and rl sits in none, the monitor
+        # starts in a scope of its own, as `rl run` does (rootless.cgroups.fs).
+        argv = scoped_command(argv)
+        os.set_inheritable(ready_w, True)
+        # A session of its own: no terminal, no SIGHUP when the user's shell goes away.
+        # Nothing else of ours may reach the monitor (and so the container): an inherited
+        # pipe end would keep, e.g., `rl run -d … | cat` waiting for EOF for ever.
+        strays = [
+            (os.POSIX_SPAWN_CLOSE, fd)
+            for fd in _open_fds()
+            if fd > 2 and fd not in (ready_w, null, log) and os.get_inheritable(fd)
+        ]
+        pid = os.posix_spawn(
+            argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0]) or argv[0],
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, null, 0),
+                (os.POSIX_SPAWN_DUP2, null, 1),
+                (os.POSIX_SPAWN_DUP2, log, 2),
+                *strays,
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(ready_w)
+        os.close(null)
+        os.close(log)
+    try:
+        answer = _read_line(ready_r, START_TIMEOUT)
+        if answer.startswith("L") and before_start is not None:
+            before_start()
+            answer = _read_line(ready_r, START_TIMEOUT)
+    finally:
+        os.close(ready_r)
+    # The monitor lives on; its exit status is nobody's business once we return (the
+    # CLI exits right after; a zombie until then is harmless).
+    if answer.startswith("R"):
+        return int(answer[1:].strip())
+    if answer.startswith("E"):
+        code, _, message = answer[1:].strip().partition(" ")
+        raise RlError(message, int(code))
+    _reap_quietly(pid)
+    detail = _last_line(userdata / "monitor.log")
+    raise RlError(
+        f"the container's monitor ended before the container started: {detail or 'no output'}"
+        f" (see {userdata / 'monitor.log'})"
+    )
+
+
+def start(
+    store: ContainerStore, ref: str, before_start: Callable[[], object] | None = None
+) -> Container:
+    """Start a created or exited container (a running one is left alone)."""
+    record = store.get(ref)
+    with ContainerLock(record.id):
+        record = store.get(record.id)
+        if record.state in ("running", "restarting") and runner_alive(record):
+            return record
+        store.set_stopped_by_user(record.id, False)
+        spawn_monitor(store, record, before_start)
+        return store.get(record.id)
+
+
+def stop(store: ContainerStore, ref: str, timeout: float | None = None) -> Container:
+    """podman stop: the StopSignal, SIGKILL after `timeout` s (the container's
+    --stop-timeout by default), then wait for the runner to record the exit and clean up.
+    No restart policy applies afterwards."""
+    record = store.get(ref)
+    with ContainerLock(record.id):
+        record = store.get(record.id)
+        store.set_stopped_by_user(record.id)
+        if record.state not in ("running", "restarting", "paused") or not runner_alive(record):
+            return record
+        if timeout is None:
+            timeout = float(record.config.get("stop_timeout", 10))
+        if record.state == "restarting":
+            _signal_runner(record, signal.SIGTERM)  # the monitor is in its back-off: end it
+        elif not _stop_process(record, _signal_number(record.config.get("stop_signal")), timeout):
+            print(
+                f"WARN[{timeout:04.0f}] StopSignal {record.config.get('stop_signal') or 'SIGTERM'} "
+                f"failed to stop container {record.name} in {timeout:g} seconds, resorting to "
+                "SIGKILL",
+                file=sys.stderr,
+            )
+        _wait_runner(record, CLEANUP_TIMEOUT)
+        return store.find(record.id) or record
+
+
+def kill(store: ContainerStore, ref: str, sig: int) -> Container:
+    record = store.get(ref)
+    with ContainerLock(record.id):
+        record = store.get(record.id)
+        if record.state != "running" or not runner_alive(record) or not record.container_pid:
+            raise RlError(
+                f"can only kill running containers. {record.id} is in state "
+                f"{_state_word(record)}: container state improper"
+            )
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            pass  # podman kill does not count as a stop: the restart policy still applies
+        _send(record.container_pid, sig)
+        return record
+
+
+def remove(store: ContainerStore, ref: str, *, force: bool, volumes: bool) -> Container:
+    """podman rm: a running container needs force (then it is killed first)."""
+    record = store.get(ref)
+    with ContainerLock(record.id):
+        record = store.get(record.id)
+        if record.state in ("running", "restarting", "paused") and runner_alive(record):
+            if not force:
+                raise RlError(
+                    f"cannot remove container {record.id} as it is running - running or "
+                    "paused containers cannot be removed without force: container state "
+                    "improper",
+                    exit_code=2,
+                )
+            store.set_stopped_by_user(record.id)
+            if record.state == "restarting":
+                _signal_runner(record, signal.SIGTERM)
+            elif record.container_pid:
+                _send(record.container_pid, signal.SIGKILL)
+            _wait_runner(record, CLEANUP_TIMEOUT)
+        current = store.find(record.id)  # an --rm container's monitor removed it already
+        if current is not None:
+            store.remove(current, volumes=volumes)
+        return record
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _state_word(record: Container) -> str:
+    return {"exited": "exited", "created": "configured"}.get(record.state, record.state)
+
+
+def _signal_number(name: object) -> int:
+    text = str(name or "SIGTERM").upper()
+    if text.isdigit():
+        return int(text)
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    return int(getattr(signal, text, signal.SIGTERM))
+
+
+def _send(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        raise RlError(f"cannot signal the container's process {pid}: {exc.strerror}") from exc
+
+
+def _signal_runner(record: Container, sig: int) -> None:
+    if record.runner_pid and runner_alive(record):
+        _send(record.runner_pid, sig)
+
+
+def _stop_process(record: Container, sig: int, timeout: float) -> bool:
+    """Send `sig` to the container's pid 1 and wait `timeout` s for it to end; SIGKILL when
+    it did not. True when the signal was enough."""
+    from rootless import syscalls as sc
+
+    pid = record.container_pid
+    if not pid:
+        return True
+    try:
+        pidfd = sc.pidfd_open(pid)
+    except OSError:
+        return True  # already gone
+    try:
+        sc.pidfd_send_signal(pidfd, sig)
+        if _wait_fd(pidfd, timeout):
+            return True
+        sc.pidfd_send_signal(pidfd, signal.SIGKILL)
+        _wait_fd(pidfd, CLEANUP_TIMEOUT)
+        return False
+    except OSError:
+        return True  # it ended between the checks
+    finally:
+        os.close(pidfd)
+
+
+def _wait_fd(fd: int, timeout: float) -> bool:
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
+
+
+def _wait_runner(record: Container, timeout: float) -> None:
+    """Until the runner (monitor or foreground rl) has finished with the container."""
+    from rootless import syscalls as sc
+
+    if not record.runner_pid or not runner_alive(record):
+        return
+    try:
+        pidfd = sc.pidfd_open(record.runner_pid)
+    except OSError:
+        return
+    try:
+        if runner_alive(record):  # still the same process now that we hold its pidfd
+            _wait_fd(pidfd, timeout)
+    finally:
+        os.close(pidfd)
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    """One line of the monitor's answers (it writes each line in one write and waits for
+    us before the next, so reading a byte at a time is never needed)."""
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not _wait_fd(fd, left):
+            break
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        chunks.append(data)
+        if data.endswith(b"\n"):
+            break
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _open_fds() -> list[int]:
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(name))  # the directory's own fd is gone by now
+        except OSError:
+            continue
+        fds.append(int(name))
+    return fds
+
+
+def _reap_quietly(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _last_line(path: os.PathLike[str]) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""

@@ -1,0 +1,176 @@
+"""A container's user-mode network (`--network slirp4netns`): rl's side of netns/.
+
+When the container's network namespace exists (the executor's on_netns hook, before the
+container's command starts), `attach` creates and configures the TAP device in it and
+returns a `netns.driver.NetDriver` serving it. Who hosts the driver:
+- a detached container's monitor, in its own selector loop (no extra process);
+- a foreground `rl run`: `serve_in_child` forks a small process that serves the driver
+  until the TAP device goes away with the container's namespace (or rl dies).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netns.driver import NetDriver
+
+
+def uses_stack(config: Mapping[str, Any]) -> bool:
+    """Does a container with this record config get rl's network stack?"""
+    return config.get("network") == "slirp4netns"
+
+
+def _config(options: Mapping[str, str]) -> Any:
+    from netns.config import NetConfig
+
+    return NetConfig(
+        allow_host_loopback=options.get("allow_host_loopback") == "true",
+        mtu=int(options.get("mtu") or 65520),
+        # One container's buffers count against its memory budget.
+        max_buffered_bytes=16 << 20,
+    )
+
+
+def _open_tap(keeper_pid: int, options: Mapping[str, str]) -> int:
+    from netns.tap import TapSettings, open_tap_in
+
+    return open_tap_in(keeper_pid, TapSettings(mtu=int(options.get("mtu") or 65520)))
+
+
+def upstream_resolvers(environ: Mapping[str, str]) -> list[tuple[str, int]] | None:
+    """RL_DNS_UPSTREAM="IP[:PORT],…" sends the DNS forwarder's queries there instead of to
+    the nameservers of the host's /etc/resolv.conf (None: those)."""
+    text = environ.get("RL_DNS_UPSTREAM", "").strip()
+    if not text:
+        return None
+    resolvers = []
+    for item in text.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or "]" in port or (host.count(":") and not host.startswith("[")):
+            host, port = item.strip(), "53"
+        resolvers.append((host.strip("[]"), int(port)))
+    return resolvers
+
+
+def attach(keeper_pid: int, options: Mapping[str, str]) -> NetDriver:
+    """TAP in the network namespace of `keeper_pid`, and the driver for it (not yet
+    registered with a selector). OSError when the TAP cannot be made."""
+    from netns.driver import NetDriver
+
+    return NetDriver(
+        _open_tap(keeper_pid, options),
+        _config(options),
+        resolvers=upstream_resolvers(os.environ),
+    )
+
+
+def parse_ports(specs: list[str]) -> list[Any]:
+    """-p values as netns PortMappings; RlError with podman's message for a bad one."""
+    from netns.ports import PortSpecError, parse_publish
+    from rootless.errors import RlError
+
+    try:
+        return [parse_publish(spec) for spec in specs]
+    except PortSpecError as exc:
+        raise RlError(str(exc)) from None
+
+
+def publish(keeper_pid: int, specs: list[str]) -> Any:
+    """Bind the host ports of `specs` and start the dialer in the container's network
+    namespace: a netns.ports.PortPublisher (not yet registered). OSError (PublishError
+    with the cause: port taken, privileged port) when a port cannot be bound."""
+    from netns.ports import PortPublisher, PublishError
+    from rootless.errors import RlError
+
+    try:
+        return PortPublisher(parse_ports(specs), pid=keeper_pid)
+    except PublishError as exc:  # its message says what to do
+        raise RlError(exc.strerror or str(exc)) from None
+
+
+def bound_ports(publisher: Any) -> list[dict[str, Any]]:
+    """What `rl port`, ps and inspect show: the ports actually bound."""
+    return [
+        {"host_ip": m.host_ip, "host_port": m.host_port, "container_port": m.container_port,
+         "protocol": m.protocol, "range": 1}
+        for m in publisher.bound
+    ]  # fmt: skip
+
+
+def serve_in_child(
+    keeper_pid: int, options: Mapping[str, str], ports: list[str]
+) -> tuple[int, list[dict[str, Any]]]:
+    """Foreground runs: a child process serves the container's network (and its published
+    ports); (its pid, the ports bound). It ends when the TAP device goes (the namespace died
+    with the container) or when rl dies. OSError when the TAP or a port cannot be set up."""
+    import json
+    import signal
+
+    tap_fd = _open_tap(keeper_pid, options)
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            import selectors
+
+            from netns.driver import NetDriver
+            from rootless import syscalls as sc
+            from rootless.errors import RlError
+            from rootless.runtime.process import reset_signals
+
+            os.close(report_r)
+            reset_signals()
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(0)
+            os.setpgid(0, 0)  # ^C on rl's terminal is not for us
+            sc.set_process_name("rl-network")
+            try:
+                publisher = publish(keeper_pid, ports) if ports else None
+            except (OSError, RlError) as exc:
+                message = exc.message if isinstance(exc, RlError) else exc.strerror or str(exc)
+                os.write(report_w, json.dumps({"error": message}).encode())
+                os._exit(1)
+            bound = bound_ports(publisher) if publisher is not None else []
+            os.write(report_w, json.dumps({"ports": bound}).encode())
+            os.close(report_w)
+            driver = NetDriver(tap_fd, _config(options), resolvers=upstream_resolvers(os.environ))
+            with selectors.DefaultSelector() as selector:
+                driver.register(selector)
+                if publisher is not None:
+                    publisher.register(selector)
+                while not driver.finished:
+                    timeouts = [driver.select_timeout()]
+                    if publisher is not None:
+                        timeouts.append(publisher.select_timeout())
+                    timeout = min((t for t in timeouts if t is not None), default=None)
+                    for key, mask in selector.select(timeout):
+                        key.data(mask)
+                    driver.run_timers()
+                    if publisher is not None:
+                        publisher.run_timers()
+                if publisher is not None:
+                    publisher.close()
+                driver.close()
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(tap_fd)
+    os.close(report_w)
+    try:
+        with os.fdopen(report_r, "rb") as report:
+            answer = json.loads(report.read() or b"{}")
+    except ValueError:
+        answer = {}
+    if "ports" not in answer:
+        from rootless.errors import RlError
+
+        os.waitpid(pid, 0)
+        raise RlError(answer.get("error") or "the container's network process ended at once")
+    return pid, answer["ports"]

@@ -1,0 +1,263 @@
+"""User-mode networking through `rl run` end to end, as the unprivileged user: rl's own stack
+(netns/) behind --network slirp4netns, the default.
+
+The "host" side is real: HTTP, TCP and DNS servers on 127.0.0.1 run in this test process. The
+container reaches host loopback as 10.0.2.2 only with allow_host_loopback=true; the DNS
+forwarder is pointed at the test DNS server with RL_DNS_UPSTREAM (in place of the host's
+resolv.conf, which a test must not change).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import socket
+import socketserver
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Rl, _remove
+from tests.harness import User
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "localhost/rl-test/busybox:latest"
+LOOPBACK = "slirp4netns:allow_host_loopback=true"
+
+
+@pytest.fixture(scope="module")
+def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
+    path = user.make_dir("rl-net-")
+    rl = Rl(user, path / "store")
+    rl.ok("load", "-i", str(busybox_archive))
+    yield rl
+    rl("rm", "-a", "-f")
+    _remove(path)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """An HTTP server on 127.0.0.1 serving 8 MiB of random data as /blob; (port, sha256)."""
+    root = tmp_path_factory.mktemp("web")
+    data = os.urandom(8 << 20)
+    (root / "blob").write_bytes(data)
+    (root / "hello").write_text("hello from the host\n")
+    handler = lambda *a: _Quiet(*a, directory=str(root))  # noqa: E731
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], hashlib.sha256(data).hexdigest()
+    server.shutdown()
+    server.server_close()
+
+
+def _dns_answer(query: bytes, address: str) -> bytes:
+    """A one-record A answer to `query` (the question copied back), TTL 60."""
+    header = query[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0)
+    question = query[12:]
+    record = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(address)
+    return header + question + record
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[int]:
+    """A DNS server on 127.0.0.1 answering every A query with 192.0.2.77; its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                query, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.sendto(_dns_answer(query, "192.0.2.77"), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+def test_the_default_network_has_the_slirp_addresses(rlm: Rl) -> None:
+    out = rlm.ok(
+        "run", "--rm", IMAGE, "sh", "-c",
+        "ip -4 addr show tap0 | grep inet; ip route | grep default; cat /etc/resolv.conf",
+    ).stdout  # fmt: skip
+    assert "inet 10.0.2.100/24" in out
+    assert "default via 10.0.2.2 dev tap0" in out
+    assert out.splitlines()[2] == "nameserver 10.0.2.3"
+    mtu = rlm.ok("run", "--rm", IMAGE, "cat", "/sys/class/net/tap0/mtu").stdout.strip()
+    assert mtu == "65520"
+    assert "tap0" not in rlm.ok("run", "--rm", "--network", "none", IMAGE, "ip", "link").stdout
+
+
+def test_host_loopback_only_when_allowed(rlm: Rl, web: tuple[int, str]) -> None:
+    port, _ = web
+    url = f"http://10.0.2.2:{port}/hello"
+    out = rlm.ok("run", "--rm", "--network", LOOPBACK, IMAGE, "wget", "-q", "-O", "-", url)
+    assert out.stdout == "hello from the host\n"
+    # By default 10.0.2.2 does not lead to the host's loopback: the connection is refused.
+    probe = f"nc -w 3 10.0.2.2 {port} </dev/null && echo connected || echo refused"
+    assert rlm.ok("run", "--rm", IMAGE, "sh", "-c", probe).stdout.strip() == "refused"
+
+
+def test_a_download_arrives_intact(rlm: Rl, web: tuple[int, str]) -> None:
+    port, digest = web
+    script = f"wget -q -O - http://10.0.2.2:{port}/blob | sha256sum"
+    out = rlm.ok("run", "--rm", "--network", LOOPBACK, IMAGE, "sh", "-c", script).stdout
+    assert out.split()[0] == digest
+
+
+def test_an_upload_arrives_intact(rlm: Rl) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(60)
+    port = listener.getsockname()[1]
+    received = hashlib.sha256()
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while chunk := conn.recv(1 << 16):
+                received.update(chunk)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    script = (
+        f"dd if=/dev/urandom of=/tmp/up bs=1M count=8 2>/dev/null; sha256sum /tmp/up; "
+        f"nc -w 5 10.0.2.2 {port} < /tmp/up"
+    )
+    out = rlm.ok("run", "--rm", "--network", LOOPBACK, IMAGE, "sh", "-c", script).stdout
+    thread.join(timeout=60)
+    listener.close()
+    assert out.split()[0] == received.hexdigest()
+
+
+def test_dns_goes_through_the_forwarder(rlm: Rl, dns: int) -> None:
+    env = {"RL_DNS_UPSTREAM": f"127.0.0.1:{dns}"}
+    result = rlm.user.run(
+        [*_rl(rlm), "run", "--rm", IMAGE, "nslookup", "anything.example.test"], env=env
+    )
+    assert result.returncode == 0, result
+    assert "192.0.2.77" in result.stdout
+
+
+def test_dns_and_hosts_flags(rlm: Rl) -> None:
+    out = rlm.ok(
+        "run", "--rm", "--dns", "10.9.8.7", "--dns-search", "corp.example", "--dns-option",
+        "ndots:2", "--add-host", "db.local:10.1.2.3", IMAGE, "sh", "-c",
+        "cat /etc/resolv.conf; grep db.local /etc/hosts",
+    ).stdout  # fmt: skip
+    assert "nameserver 10.9.8.7" in out and "nameserver 10.0.2.3" not in out
+    assert "search corp.example" in out and "options ndots:2" in out
+    assert "10.1.2.3\tdb.local" in out
+    result = rlm("run", "--rm", "--add-host", "nonsense", IMAGE, "true")
+    assert result.returncode == 125 and "invalid --add-host" in result.stderr
+    result = rlm("run", "--rm", "--network", "slirp4netns:cidr=10.5.0.0/24", IMAGE, "true")
+    assert result.returncode == 125 and "unknown slirp4netns option" in result.stderr
+
+
+def test_a_detached_container_has_the_network(rlm: Rl, web: tuple[int, str]) -> None:
+    port, _ = web
+    rlm.ok("run", "-d", "--name", "netd", "--network", LOOPBACK, IMAGE, "sleep", "1000")
+    try:
+        out = rlm.ok("exec", "netd", "wget", "-q", "-O", "-", f"http://10.0.2.2:{port}/hello")
+        assert out.stdout == "hello from the host\n"
+    finally:
+        rlm.ok("rm", "-f", "netd")
+
+
+def _rl(rl: Rl) -> list[str]:
+    from tests.harness import rl_binary
+
+    return [rl_binary(), "--root", str(rl.root)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _http_get(port: int, path: str = "/index.html", tries: int = 100) -> bytes:
+    import time
+    import urllib.request
+
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+                return bytes(reply.read())
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answers on published port {port}")
+
+
+SERVE = (
+    "echo served-from-{tag} > /tmp/index.html; "
+    "dd if=/dev/urandom of=/tmp/big bs=1M count=4 2>/dev/null; exec httpd -f -p 8080 -h /tmp"
+)
+
+
+def test_published_tcp_port_of_a_detached_container(rlm: Rl) -> None:
+    port = _free_port()
+    rlm.ok("run", "-d", "--name", "pub", "-p", f"127.0.0.1:{port}:8080", IMAGE,
+           "sh", "-c", SERVE.format(tag="detached"))  # fmt: skip
+    try:
+        assert _http_get(port) == b"served-from-detached\n"
+        big = _http_get(port, "/big")
+        inside = rlm.ok("exec", "pub", "sha256sum", "/tmp/big").stdout.split()[0]
+        assert hashlib.sha256(big).hexdigest() == inside and len(big) == 4 << 20
+        assert rlm.ok("port", "pub").stdout == f"8080/tcp -> 127.0.0.1:{port}\n"
+        assert f"127.0.0.1:{port}->8080/tcp" in rlm.ok("ps", "--format", "{{.Ports}}").stdout
+        # The port is taken now: a second container cannot have it, and says why.
+        result = rlm("run", "--rm", "-p", f"127.0.0.1:{port}:80", IMAGE, "true")
+        assert result.returncode == 125, result
+        assert f"port {port} is taken" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        rlm.ok("rm", "-f", "pub")
+    with socket.socket() as sock:  # released with the container (TIME_WAIT is not a listener)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+
+
+def test_published_port_of_a_foreground_container(rlm: Rl, user: User) -> None:
+    import subprocess
+
+    from tests.harness import rl_binary
+
+    port = _free_port()
+    argv = [rl_binary(), "--root", str(rlm.root), "run", "--rm", "--name", "fg", "-p",
+            f"{port}:8080", IMAGE, "sh", "-c", SERVE.format(tag="foreground")]  # fmt: skip
+    proc = subprocess.Popen(user.argv(argv, user.env()), cwd="/", stdout=subprocess.DEVNULL)
+    try:
+        assert _http_get(port) == b"served-from-foreground\n"
+    finally:
+        rlm("kill", "fg")
+        proc.wait(timeout=30)
+
+
+def test_publish_errors(rlm: Rl) -> None:
+    result = rlm("run", "--rm", "-p", "80:80", IMAGE, "true")
+    assert result.returncode == 125
+    assert "net.ipv4.ip_unprivileged_port_start" in result.stderr
+    result = rlm("run", "--rm", "-p", "99999:80", IMAGE, "true")
+    assert result.returncode == 125 and result.stderr.startswith("Error: ")
+    result = rlm("run", "--rm", "--network", "none", "-p", "8080:80", IMAGE, "true")
+    assert result.returncode == 0 and "Port mappings have been discarded" in result.stderr
