@@ -215,8 +215,59 @@ def read_proc(pid: int) -> Proc | None:
     )
 
 
-def container_processes(pid: int) -> list[Proc]:
-    """Every process in the pid namespace of `pid` (the container's pid 1), by pid."""
+def own_cgroup(proc_cgroup_text: str) -> str | None:
+    """The cgroup v2 path of a container that has one of its own (rl-<id>, see
+    rootless.cgroups) from the text of /proc/PID/cgroup; None otherwise."""
+    for line in proc_cgroup_text.splitlines():
+        if line.startswith("0::"):
+            path = line[3:].strip()
+            name = path.rsplit("/", 1)[-1]
+            if name.startswith("rl-") and name != "rl-supervisor":
+                return path
+    return None
+
+
+def cgroup_pids(directory: str) -> list[int]:
+    """Every pid in the cgroup `directory` and its descendants (cgroup.procs)."""
+    pids: list[int] = []
+    for parent, _dirs, files in os.walk(directory):
+        if "cgroup.procs" in files:
+            try:
+                with open(os.path.join(parent, "cgroup.procs")) as f:
+                    pids += [int(word) for word in f.read().split()]
+            except OSError:
+                continue
+    return pids
+
+
+def _same_pid_ns(pid: int, target: os.stat_result) -> bool:
+    try:
+        st = os.stat(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino)
+
+
+def container_processes(pid: int, cgroup_root: str = "/sys/fs/cgroup") -> list[Proc]:
+    """The container's processes, by pid: those of its own cgroup when it has one (exec
+    sessions included, as podman top reads them), else those of the pid namespace of `pid`
+    (its pid 1)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            path = own_cgroup(f.read())
+    except OSError:
+        path = None
+    if path is not None and os.path.isdir(cgroup_root + path):
+        # rl's own helpers in the cgroup (an exec session's joiner) are not the container's:
+        # only those that also live in its pid namespace.
+        target = os.stat(f"/proc/{pid}/ns/pid")
+        procs = [
+            p
+            for p in map(read_proc, cgroup_pids(cgroup_root + path))
+            if p is not None and _same_pid_ns(p.host_pid, target)
+        ]
+        if procs:
+            return sorted(procs, key=lambda p: p.ns_pid)
     try:
         target = os.stat(f"/proc/{pid}/ns/pid")
     except OSError as exc:

@@ -281,3 +281,16 @@ def test_exec_plan_for_another_user_and_privileged() -> None:
         join.plan_exec_process(
             _spec(), options._replace(user="nobody"), passwd_text=passwd, group_text=""
         )
+
+
+def test_top_reads_the_containers_own_cgroup(tmp_path: Path) -> None:
+    from rootless.containers.top import cgroup_pids, own_cgroup
+
+    text = "12:pids:/x\n0::/user.slice/user-1000.slice/rl-" + "a" * 64 + "\n"
+    assert own_cgroup(text) == "/user.slice/user-1000.slice/rl-" + "a" * 64
+    assert own_cgroup("0::/user.slice/rl-supervisor\n") is None
+    assert own_cgroup("0::/\n") is None
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "cgroup.procs").write_text("7\n9\n")
+    (tmp_path / "sub" / "cgroup.procs").write_text("11\n")
+    assert sorted(cgroup_pids(str(tmp_path))) == [7, 9, 11]

@@ -78,6 +78,8 @@ sleep 3
 echo "stats=$(rl stats --no-stream --format '{{.CPUPerc}} {{.PIDs}} {{.MemUsage}}' busy)"
 rl update --memory 48m busy >/dev/null && echo "updated=$(cat $cg/memory.max)"
 echo "exec=$(rl exec busy cat /proc/self/cgroup)"
+rl exec -d busy sleep 77 >/dev/null
+rl top busy pid args | sed 's/^/top: /'
 rl pause busy >/dev/null && echo "paused=$(sed -n 's/^frozen //p' $cg/cgroup.events)"
 echo "state=$(rl inspect --format '{{.State.Status}}' busy)"
 rl unpause busy >/dev/null && echo "unpaused=$(sed -n 's/^frozen //p' $cg/cgroup.events)"
@@ -95,6 +97,10 @@ for i in $(seq 30); do [ -d $cg ] || break; sleep 1; done
     assert stats.group(2) == "1" and stats.group(4) == "67.11MB", result
     assert f"updated={48 << 20}\n" in out, result
     assert "exec=0::/\n" in out, result  # the exec session joined the container's cgroup
+    # rl top lists the container's cgroup: pid 1 and the exec session in it.
+    assert re.search(r"^top: +1 +sh -c while", out, re.M), result
+    assert re.search(r"^top: +\d+ +sleep 77\s*$", out, re.M), result
+    assert "rootless exec" not in out, result  # rl's exec joiner is not the container's
     assert "paused=1\n" in out and "unpaused=0\n" in out, result
     assert "state=paused\n" in out, result
     assert "removed\n" in out, result
