@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
@@ -92,8 +91,6 @@ def _open() -> ImageStore:
 
 
 # --- Go-template-like formatting ------------------------------------------------------------------
-
-_FIELD = re.compile(r"{{\s*(json\s+)?\.([A-Za-z0-9_.]*)\s*}}")
 
 
 def render(template: str, value: dict[str, Any]) -> str:

@@ -149,7 +149,6 @@ def matches(volume: Volume, filters: dict[str, list[str]], used: Callable[[str],
     return True
 
 
-_ACTION = re.compile(r"{{\s*(json\s+)?\.([A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)\s*}}")
 _HEADERS = {"Name": "VOLUME NAME", "MountCount": "MOUNT COUNT", "CreatedAt": "CREATED AT"}
 
 
@@ -158,27 +157,6 @@ def render(template: str, obj: dict[str, Any]) -> str:
     from rootless.gotemplate import render as render_template
 
     return render_template(template, obj).removesuffix("\n")
-
-
-def _header(template: str) -> str:
-    def name(match: re.Match[str]) -> str:
-        parts = [match.group(2), *match.group(3).split(".")]
-        field = [p for p in parts if p][-1] if any(parts) else "JSON"
-        return _HEADERS.get(field, field.upper())
-
-    return _ACTION.sub(name, template.replace("\\t", "\t"))
-
-
-def columns(rows: Sequence[Sequence[str]]) -> str:
-    """Go's tabwriter as podman configures it: min width 12, padding 2."""
-    if not rows:
-        return ""
-    widths = [max(12, max(len(r[i]) for r in rows) + 2) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)] + [row[-1]]
-        lines.append("".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
 
 
 def _tabular(template: str, objs: Sequence[dict[str, Any]], header: bool) -> str:
