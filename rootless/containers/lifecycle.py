@@ -13,8 +13,8 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from rootless.containers.store import ContainerLock, ContainerStore, runner_alive
 from rootless.errors import RlError
@@ -129,7 +129,7 @@ def stop(store: ContainerStore, ref: str, timeout: float | None = None) -> Conta
             timeout = float(record.config.get("stop_timeout", 10))
         if record.state == "restarting":
             _signal_runner(record, signal.SIGTERM)  # the monitor is in its back-off: end it
-        elif not _stop_process(record, _signal_number(record.config.get("stop_signal")), timeout):
+        elif not _stop_process(record, stop_signal(record.config), timeout):
             print(
                 f"WARN[{timeout:04.0f}] StopSignal {record.config.get('stop_signal') or 'SIGTERM'} "
                 f"failed to stop container {record.name} in {timeout:g} seconds, resorting to "
@@ -187,8 +187,10 @@ def _state_word(record: Container) -> str:
     return {"exited": "exited", "created": "configured"}.get(record.state, record.state)
 
 
-def _signal_number(name: object) -> int:
-    text = str(name or "SIGTERM").upper()
+def stop_signal(config: Mapping[str, Any]) -> int:
+    """The container's StopSignal (stored as a name or a number) as a number; SIGTERM when
+    unset or unknown. `rl stop` and the monitor (stopped by systemd) both send it."""
+    text = str(config.get("stop_signal") or "SIGTERM").upper()
     if text.isdigit():
         return int(text)
     if not text.startswith("SIG"):

@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any
 
+from rootless.containers.lifecycle import stop_signal
 from rootless.containers.store import ContainerStore, runner_alive
 from rootless.errors import RlError
 from rootless.monitor import attach as frames
@@ -103,7 +104,7 @@ class Monitor:
         self.policy = parse_restart(config.get("restart") or "no")
         self.tty = bool(config.get("tty"))
         self.interactive = bool(config.get("interactive"))
-        self.stop_signal = _signal_number(config.get("stop_signal") or "SIGTERM")
+        self.stop_signal = stop_signal(config)
         self._open_log(record)
         self._listen()
         self._catch_signals()
@@ -615,15 +616,6 @@ class Monitor:
         self.log = LogWriter(path, max_size)
         if self.log.last_error is not None:
             raise RlError(f"cannot open the container's log file {path}: {self.log.last_error}")
-
-
-def _signal_number(name: str | int) -> int:
-    if isinstance(name, int) or str(name).isdigit():
-        return int(name)
-    text = str(name).upper()
-    if not text.startswith("SIG"):
-        text = "SIG" + text
-    return int(getattr(signal, text, signal.SIGTERM))
 
 
 def _default_mapping() -> Any:

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, NoReturn
 from rootless import syscalls as sc
 from rootless.errors import EXIT_CANNOT_EXECUTE, EXIT_ERROR, EXIT_NOT_FOUND, RlError
 from rootless.runtime import process, terminal
+from rootless.runtime.executor import _describe, _die_with_parent, _report
 from rootless.runtime.init import exit_code
 
 # In the order they must be joined: the user namespace grants the rights the others need.
@@ -353,25 +354,6 @@ def _join_cgroup_of(pid: int) -> None:
                 procs.write("0")
     except OSError:
         pass  # no cgroup v2 of its own, or not ours to write: stay where rl is
-
-
-def _die_with_parent(parent: int | None) -> None:
-    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if parent is not None and os.getppid() != parent:
-        os._exit(EXIT_ERROR)
-
-
-def _report(fd: int, kind: str, text: str) -> None:
-    try:
-        os.write(fd, (kind + text.replace("\n", " ") + "\n").encode(errors="replace"))
-    except OSError:
-        pass
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return str(exc.strerror) if not exc.filename else f"{exc.strerror}: {exc.filename}"
-    return str(exc) or type(exc).__name__
 
 
 class ExecOptions(NamedTuple):
