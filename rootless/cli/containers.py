@@ -52,15 +52,6 @@ def _go_json(value: Any, indent: int) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _latest(store: ContainerStore) -> Container:
-    from rootless.errors import RlError
-
-    records = store.containers()
-    if not records:
-        raise RlError("no containers to act on: create one first")
-    return max(records, key=lambda r: r.created)
-
-
 class _Images:
     """Image lookups for a listing, each image read once (and only when asked for)."""
 
@@ -409,7 +400,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     errors: list[str] = []
     try:
-        names = [_latest(store).id] if args.latest else list(args.names)
+        names = [store.latest().id] if args.latest else list(args.names)
         kinds = ("container", "image", "volume") if kind == "all" else (kind,)
         lookups = [_inspector(k, store, images, args.size) for k in kinds]
         for name in names:
@@ -613,7 +604,7 @@ def port_command(args: argparse.Namespace) -> int:
         if args.all:
             records = sorted(store.containers(), key=lambda r: r.created)
         elif args.latest:
-            records = [_latest(store)]
+            records = [store.latest()]
         else:
             assert ref is not None
             records = [store.get(ref)]
@@ -682,7 +673,7 @@ def wait_command(args: argparse.Namespace) -> int:
         raise RlError(f'invalid --interval "{args.interval}": it must be more than 0')
     store = _open()
     try:
-        records = [_latest(store)] if args.latest else [store.get(c) for c in args.containers]
+        records = [store.latest()] if args.latest else [store.get(c) for c in args.containers]
         for record in records:
             print(_wait_for(store, record, conditions, interval), flush=True)
     finally:

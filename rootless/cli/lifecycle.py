@@ -287,10 +287,7 @@ def attach_command(args: argparse.Namespace) -> int:
     store = ContainerStore.open()
     try:
         if args.latest:
-            records = store.containers()
-            if not records:
-                raise RlError("no containers to act on: create one first")
-            record = records[0]
+            record = store.latest()
         elif args.container:
             record = store.get(args.container)
         else:

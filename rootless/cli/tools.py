@@ -84,10 +84,7 @@ def _find_container(ref: str | None, latest: bool = False) -> Container:
     store = ContainerStore.open()
     try:
         if latest:
-            records = store.containers()
-            if not records:
-                raise RlError("no containers to act on: create one first")
-            return records[0]
+            return store.latest()
         if not ref:
             raise RlError("you must provide a container name or ID")
         return store.get(ref)

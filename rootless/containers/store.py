@@ -342,6 +342,13 @@ class ContainerStore:
             raise no_such_container(ref)
         return record
 
+    def latest(self) -> Container:
+        """The newest container (podman's --latest); RlError when there is none."""
+        records = self.containers()
+        if not records:
+            raise RlError("no containers to act on: create one first")
+        return records[0]
+
     def containers(self) -> list[Container]:
         """All records, newest first. A --rm container whose runner died without removing it
         (rl was SIGKILLed) is removed here, as its runner would have done."""

@@ -145,3 +145,11 @@ def test_log_max_size_is_decimal_like_podman() -> None:
     assert parse_human_size("512", "x") == 512
     with pytest.raises(RlError, match="invalid size"):
         parse_human_size("lots", "x")
+
+
+def test_latest_is_the_newest_container(store: ContainerStore) -> None:
+    with pytest.raises(RlError, match="no containers to act on"):
+        store.latest()
+    store.create(name="older", image_id="", image_name="i", command=["a"])
+    newer = store.create(name="newer", image_id="", image_name="i", command=["a"])
+    assert store.latest().id == newer.id
