@@ -41,8 +41,9 @@ if [ "$with_tests" = 1 ]; then
     # The tests compare rl with podman/crun/runc/skopeo, push to a local registry, and make
     # network namespaces; the benchmarks also use fuse-overlayfs and slirp4netns.
     packages="$packages docker-registry podman crun runc skopeo iproute2 libseccomp-dev fuse-overlayfs slirp4netns attr openssl"
-    # The cgroup v2 + systemd lane (tests/vm) boots a Debian guest built with mmdebstrap.
-    packages="$packages qemu-system-x86 mmdebstrap"
+    # The cgroup v2 + systemd lane (tests/vm) boots a Debian guest built with mmdebstrap;
+    # systemd-analyze (package systemd) verifies the units rl generates.
+    packages="$packages qemu-system-x86 mmdebstrap systemd"
 fi
 
 missing_packages() {
