@@ -4,6 +4,8 @@ Sans-IO core (no sockets; everything takes `now` and returns actions):
 
 - `netns.packets`: Ethernet II, ARP, IPv4, ICMP, UDP and TCP codecs; parsers raise only
   `ParseError`.
+- `netns.ipv6`: IPv6 (extension headers skipped, fragments dropped), ICMPv6 and neighbour
+  discovery codecs.
 - `netns.reassembly`: IPv4 fragment reassembly with limits and timeouts.
 - `netns.config`: slirp's addresses (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3, MTU 65520)
   and per-container limits (`NetConfig`).
@@ -18,6 +20,8 @@ I/O shells (standard library `selectors`, for the per-container monitor's loop):
 - `netns.tap`: the TAP device, created inside the container's network namespace (rtnetlink
   configuration, `open_tap_in(pid)` passes its fd out).
 - `netns.driver`: `NetDriver`, which runs a `Stack` over the TAP fd and host sockets.
+- `netns.ping`: echo requests beyond the gateway through unprivileged ICMP sockets
+  (`PingRelay`, which the driver delegates to; the echo codecs are pure).
 - `netns.ports`: port publishing: `parse_publish` (podman's `-p` syntax, pure),
   `NamespaceDialer` (a helper inside the container's netns that hands out connected sockets)
   and `PortPublisher` (host listeners, os.splice for TCP, a relay for UDP).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from netns._record import Record
+from netns.ipv6 import parse_ip6
 from netns.packets import parse_ip
 
 # The addresses slirp4netns (and podman) give a container by default.
@@ -15,6 +16,17 @@ MTU = 65520
 # A locally administered unicast MAC (bit 1 of the first octet set, bit 0 clear), like slirp's.
 GATEWAY_MAC = bytes.fromhex("5255 0a00 0202".replace(" ", ""))
 DNS_PORT = 53
+# slirp4netns --enable-ipv6: the container's network is fd00::/64, the gateway (the host, its
+# loopback only when allowed) fd00::2, the DNS forwarder fd00::3. rl configures the container's
+# address statically (tap.py), as fd00::100 like slirp4netns' SLAAC-less examples.
+NETWORK6 = "fd00::"
+PREFIX_LENGTH6 = 64
+CONTAINER_ADDRESS6 = "fd00::100"
+GATEWAY_ADDRESS6 = "fd00::2"
+DNS_ADDRESS6 = "fd00::3"
+# The gateway's link-local address (slirp's): neighbour solicitations to the container come
+# from it.
+GATEWAY_LINK_LOCAL6 = "fe80::2"
 
 
 class NetConfig(Record):
@@ -24,14 +36,21 @@ class NetConfig(Record):
         "allow_host_loopback",
         "checksum_offload",
         "container_ip",
+        "container_ip6",
         "dns_ip",
+        "dns_ip6",
         "dns_upstream",
         "gateway_ip",
+        "gateway_ip6",
+        "gateway_link_local6",
         "gateway_mac",
+        "ipv6",
         "max_buffered_bytes",
         "max_flows",
         "mtu",
         "network",
+        "network6",
+        "ping_flow_timeout",
         "prefix_length",
         "tcp_receive_buffer",
         "tcp_send_buffer",
@@ -59,6 +78,13 @@ class NetConfig(Record):
         tcp_time_wait: float = 30.0,
         verify_checksums: bool = False,
         checksum_offload: bool = False,
+        ipv6: bool = False,
+        container_ip6: bytes = parse_ip6(CONTAINER_ADDRESS6),
+        gateway_ip6: bytes = parse_ip6(GATEWAY_ADDRESS6),
+        dns_ip6: bytes = parse_ip6(DNS_ADDRESS6),
+        gateway_link_local6: bytes = parse_ip6(GATEWAY_LINK_LOCAL6),
+        network6: bytes = parse_ip6(NETWORK6),
+        ping_flow_timeout: float = 30.0,
     ) -> None:
         self.container_ip = container_ip
         self.gateway_ip = gateway_ip
@@ -89,10 +115,22 @@ class NetConfig(Record):
         # TCP segments to the container leave their checksum to its kernel (SendFrame's
         # partial_checksum): the driver sets this when the TAP device takes virtio-net headers.
         self.checksum_offload = checksum_offload
+        # IPv6 (slirp4netns' enable_ipv6): off, the container's IPv6 frames are ignored.
+        self.ipv6 = ipv6
+        self.container_ip6 = container_ip6
+        self.gateway_ip6 = gateway_ip6
+        self.dns_ip6 = dns_ip6
+        self.gateway_link_local6 = gateway_link_local6
+        self.network6 = network6  # a /64
+        # ICMP echo forwarded through the host's ICMP sockets: idle flows are forgotten.
+        self.ping_flow_timeout = ping_flow_timeout
 
     def in_network(self, address: bytes) -> bool:
         mask = (0xFFFFFFFF << (32 - self.prefix_length)) & 0xFFFFFFFF
         return int.from_bytes(address, "big") & mask == int.from_bytes(self.network, "big") & mask
+
+    def in_network6(self, address: bytes) -> bool:
+        return address[:8] == self.network6[:8]
 
     @property
     def broadcast_ip(self) -> bytes:

@@ -44,10 +44,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 from netns._record import Record
 from netns.config import DNS_PORT, NetConfig
+from netns.ping import PingRelay
 from netns.resolvconf import host_resolvers, read_resolv_conf
 from netns.stack import (
     DnsQuery,
     OpenTcp,
+    PingClose,
+    PingSend,
     SendFrame,
     Stack,
     StackAction,
@@ -57,7 +60,7 @@ from netns.stack import (
     UdpClose,
     UdpSend,
 )
-from netns.tap import VNET_HEADER, has_vnet_header
+from netns.tap import VNET_HEADER, enable_offloads, has_vnet_header
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -79,6 +82,8 @@ _LINGER_ABORT = struct.pack("ii", 1, 0)
 # Ethernet + IPv4 (20 bytes) + TCP frame (VIRTIO_NET_HDR_F_NEEDS_CSUM, csum_start 34, offset 16).
 _VNET_PLAIN = bytes(VNET_HEADER)
 _VNET_PARTIAL_TCP = struct.pack("<BBHHHH", 1, 0, 0, 0, 14 + 20, 16)
+_VNET_PARTIAL_TCP6 = struct.pack("<BBHHHH", 1, 0, 0, 0, 14 + 40, 16)  # after an IPv6 header
+_IPV6_ETHERTYPE = b"\x86\xdd"
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -194,13 +199,26 @@ class NetDriver:
         self._vnet = has_vnet_header(tap_fd)
         if self._vnet and not config.checksum_offload:
             config = config.replace(checksum_offload=True)
+        # The container's kernel may then leave checksums partial and send TCP segments up to
+        # 64 KiB whatever the MTU: the stack verifies no TCP/UDP checksum (unless told to) and
+        # takes a TSO frame as the one large segment its IP header says it is. It saves that
+        # kernel a checksum pass and a copy over every byte it sends (bench/net.py).
+        self._offloads = False
+        if self._vnet and not config.verify_checksums:
+            try:
+                enable_offloads(tap_fd)
+                self._offloads = True
+            except OSError:
+                pass  # an older kernel: frames stay complete
         self.config = config
         self.stack = Stack(config)
         self.stats = DriverStats()
         self.finished = False
         self._tap = tap_fd
-        # An Ethernet header and a VLAN tag, after the virtio-net header if any.
-        self._frame_size = max(config.mtu, 1500) + 18 + (VNET_HEADER if self._vnet else 0)
+        # An Ethernet header and a VLAN tag, after the virtio-net header if any; with TSO, the
+        # largest IPv6 datagram (its 40-byte header is not part of the 64 KiB).
+        largest = max(config.mtu, 1500, 40 + 0xFFFF if self._offloads else 0)
+        self._frame_size = largest + 18 + (VNET_HEADER if self._vnet else 0)
         self._clock = clock
         self._on_finished = on_finished
         self._selector: selectors.BaseSelector | None = None
@@ -222,6 +240,7 @@ class NetDriver:
         self._dns_tcp: Resolver | None = None
         if self._resolvers and config.dns_upstream == self._resolvers[0][0]:
             self._dns_tcp = self._resolvers[0]
+        self._pings: PingRelay | None = None  # ICMP echo beyond the gateway (netns.ping)
 
     # --- hosting ----------------------------------------------------------------------------------
 
@@ -241,6 +260,7 @@ class NetDriver:
         self._selector = selector
         os.set_blocking(self._tap, False)
         self._tap_events = self._watch(self._tap, 0, EVENT_READ, self._on_tap)
+        self._pings = PingRelay(selector, self.stack, self._apply, self._clock)
 
     def select_timeout(self) -> float | None:
         """Seconds until `run_timers` is due (None: no timer is pending)."""
@@ -312,6 +332,8 @@ class NetDriver:
         self._udp.clear()
         self._dns_sockets.clear()
         self._dns_pending.clear()
+        if self._pings is not None:
+            self._pings.close()
         self._paused.clear()
         self._frames.clear()
         self._queue.clear()
@@ -367,7 +389,7 @@ class NetDriver:
                     self.stop()
                     return
                 self.stats.frames_in += 1
-                if self._vnet:  # no offloads are on: the header says nothing we need
+                if self._vnet:  # the stack needs nothing from the header (see __init__)
                     self._apply(stack.receive_frame(memoryview(frame)[VNET_HEADER:], now))
                 else:
                     self._apply(stack.receive_frame(frame, now))
@@ -381,7 +403,10 @@ class NetDriver:
 
     def _write(self, frame: bytes, partial_checksum: bool) -> None:
         if self._vnet:
-            header = _VNET_PARTIAL_TCP if partial_checksum else _VNET_PLAIN
+            header = _VNET_PLAIN
+            if partial_checksum:
+                ipv6 = frame[12:14] == _IPV6_ETHERTYPE
+                header = _VNET_PARTIAL_TCP6 if ipv6 else _VNET_PARTIAL_TCP
             os.writev(self._tap, (header, frame))
         else:
             os.write(self._tap, frame)
@@ -448,6 +473,10 @@ class NetDriver:
                     self._dns_query(action.flow_id, action.payload)
                 elif isinstance(action, UdpClose):
                     self._udp_close(action.flow_id)
+                elif isinstance(action, PingSend) and self._pings is not None:
+                    self._pings.send(action.flow_id, action.dst, action.sequence, action.payload)
+                elif isinstance(action, PingClose) and self._pings is not None:
+                    self._pings.close_flow(action.flow_id)
         finally:
             self._applying = False
             if self.finished:

@@ -682,7 +682,10 @@ class _Splice:
         selector = self.publisher._selector
         for fd, mask in self.events.items():
             if mask and selector is not None:
-                selector.unregister(fd)
+                try:
+                    selector.unregister(fd)
+                except (KeyError, ValueError):
+                    pass  # the host loop closed its selector first (PortPublisher.close does too)
         self.events = {}
 
     def abort(self) -> None:

@@ -11,12 +11,14 @@ container's network namespace. Two ways to get its fd:
   over a Unix socket (SCM_RIGHTS). The caller's own namespaces never change.
 
 The device is configured like slirp4netns configures it (10.0.2.100/24, MTU 65520, up, loopback
-up, default route via 10.0.2.2) over rtnetlink, with a small hand-written encoder (no `ip`
+up, default route via 10.0.2.2; with `ipv6`, fd00::100/64 and a default route via fd00::2 too)
+over rtnetlink, with a small hand-written encoder (no `ip`
 subprocesses; pyroute2 would cost ~20 MB PSS and ~0.4 s to import, measured here). Python 3.11
 has no os.setns: ctypes provides it, imported in the forked child only, so that the long-lived
 caller does not carry it. The fd is blocking and close-on-exec; frames are plain Ethernet
 (IFF_NO_PI) after a virtio-net header (IFF_VNET_HDR, unless TapSettings says otherwise), without
-offloads, so every frame read carries complete checksums.
+offloads, so every frame read carries complete checksums until its reader turns them on
+(`enable_offloads`, which NetDriver does).
 
 This module must never configure the caller's own network namespace: `open_tap_in` refuses a
 process that shares it (as root, that would rewrite the host's addresses and default route).
@@ -40,6 +42,10 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 TUNGETIFF = 0x800454D2
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM = 0x01  # frames read may carry partial checksums (VIRTIO_NET_HDR_F_NEEDS_CSUM)
+TUN_F_TSO4 = 0x02  # ... and be TCP segments larger than the MTU (up to 64 KiB)
+TUN_F_TSO6 = 0x04
 VNET_HEADER = 10  # struct virtio_net_hdr, the size the kernel uses unless told otherwise
 IFNAMSIZ = 16
 
@@ -63,6 +69,7 @@ IFLA_MTU = 4
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_BROADCAST = 4
+IFA_F_NODAD = 0x02
 RTA_OIF = 4
 RTA_GATEWAY = 5
 RT_TABLE_MAIN = 254
@@ -81,7 +88,19 @@ _NLMSGERR = struct.Struct("=i")
 class TapSettings(Record):
     """How the device is named and configured (slirp4netns's defaults)."""
 
-    __slots__ = ("address", "gateway", "mac", "mtu", "name", "prefix_length", "vnet_header")
+    __slots__ = (
+        "address",
+        "address6",
+        "gateway",
+        "gateway6",
+        "ipv6",
+        "mac",
+        "mtu",
+        "name",
+        "prefix_length",
+        "prefix_length6",
+        "vnet_header",
+    )
 
     def __init__(
         self,
@@ -92,6 +111,10 @@ class TapSettings(Record):
         mtu: int = _defaults.MTU,
         mac: bytes | None = None,
         vnet_header: bool = True,
+        ipv6: bool = False,
+        address6: str = _defaults.CONTAINER_ADDRESS6,
+        prefix_length6: int = _defaults.PREFIX_LENGTH6,
+        gateway6: str = _defaults.GATEWAY_ADDRESS6,
     ) -> None:
         self.name = name
         self.address = address
@@ -100,11 +123,21 @@ class TapSettings(Record):
         self.mtu = mtu
         self.mac = mac  # None: the kernel picks a random locally administered one
         # Frames both ways carry a virtio-net header (IFF_VNET_HDR; see `has_vnet_header`).
-        # No offloads are enabled, so frames read still carry complete checksums; frames
+        # No offloads are enabled here (the reader may: `enable_offloads`), so frames read
+        # carry complete checksums; frames
         # written may leave their TCP checksum to be completed (VIRTIO_NET_HDR_F_NEEDS_CSUM),
         # which the container's kernel then neither computes nor verifies when it is the
         # destination: the stack computes no checksum over the payloads it sends.
         self.vnet_header = vnet_header
+        # IPv6 is configured statically rather than by SLAAC from router advertisements: the
+        # address is usable the moment the container starts (no duplicate address detection,
+        # IFA_F_NODAD: the stack is the only other node on the link), where SLAAC would
+        # leave it without IPv6 for the first 1-3 s (router solicitation delay, then DAD of
+        # the link-local and the global address) and make a fixed address a guess.
+        self.ipv6 = ipv6
+        self.address6 = address6
+        self.prefix_length6 = prefix_length6
+        self.gateway6 = gateway6
 
 
 # --- rtnetlink messages (pure) ------------------------------------------------------------------
@@ -149,12 +182,22 @@ def add_address_message(index: int, address: str, prefix_length: int, sequence: 
     return nlmsg(RTM_NEWADDR, flags, sequence, body)
 
 
+def add_address6_message(index: int, address: str, prefix_length: int, sequence: int) -> bytes:
+    """RTM_NEWADDR: an IPv6 address, usable at once (no duplicate address detection)."""
+    body = _IFADDRMSG.pack(socket.AF_INET6, prefix_length, IFA_F_NODAD, RT_SCOPE_UNIVERSE, index)
+    body += rtattr(IFA_ADDRESS, socket.inet_pton(socket.AF_INET6, address))
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+    return nlmsg(RTM_NEWADDR, flags, sequence, body)
+
+
 def default_route_message(index: int, gateway: str, sequence: int) -> bytes:
-    """RTM_NEWROUTE: 0.0.0.0/0 via `gateway` on the device, in the main table."""
+    """RTM_NEWROUTE: 0.0.0.0/0 (::/0 for an IPv6 gateway) via `gateway` on the device, in the
+    main table."""
+    family = socket.AF_INET6 if ":" in gateway else socket.AF_INET
     body = _RTMSG.pack(
-        socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0
+        family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0
     )
-    body += rtattr(RTA_GATEWAY, socket.inet_aton(gateway)) + rtattr(
+    body += rtattr(RTA_GATEWAY, socket.inet_pton(family, gateway)) + rtattr(
         RTA_OIF, struct.pack("=i", index)
     )
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
@@ -178,7 +221,7 @@ def ack_errors(data: bytes) -> dict[int, int]:
 
 def configure_messages(index: int, loopback: int, settings: TapSettings) -> list[tuple[str, bytes]]:
     """The requests `configure` sends, in order, each with what it does (for errors)."""
-    return [
+    requests = [
         ("set lo up", link_up_message(loopback, 1)),
         (
             f"set {settings.name} mtu {settings.mtu} up",
@@ -193,6 +236,18 @@ def configure_messages(index: int, loopback: int, settings: TapSettings) -> list
             default_route_message(index, settings.gateway, 4),
         ),
     ]
+    if settings.ipv6:
+        requests += [
+            (
+                f"add {settings.address6}/{settings.prefix_length6} to {settings.name}",
+                add_address6_message(index, settings.address6, settings.prefix_length6, 5),
+            ),
+            (
+                f"add default route via {settings.gateway6}",
+                default_route_message(index, settings.gateway6, 6),
+            ),
+        ]
+    return requests
 
 
 # --- inside the namespace -----------------------------------------------------------------------
@@ -238,6 +293,17 @@ def create_tap(settings: TapSettings | None = None) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def enable_offloads(fd: int, flags: int = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) -> None:
+    """Let the container's kernel hand this TAP fd's reader frames it has not finished: TCP and
+    UDP checksums left partial (the virtio-net header says NEEDS_CSUM) and, with TSO, TCP
+    segments beyond the MTU (up to 64 KiB of IP datagram). Its kernel then skips computing a
+    checksum over every byte sent and copying each segment into one linear buffer (the device
+    takes scatter-gather), which it otherwise does for the reader. Only for a reader that
+    handles such frames (needs a VNET_HEADER device). Any process holding the fd may do this;
+    OSError if the kernel refuses."""
+    fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
 
 
 def has_vnet_header(fd: int) -> bool:

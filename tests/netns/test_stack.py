@@ -42,6 +42,8 @@ from netns.reassembly import Reassembler
 from netns.stack import (
     DnsQuery,
     OpenTcp,
+    PingClose,
+    PingSend,
     SendFrame,
     Stack,
     StackAction,
@@ -173,10 +175,26 @@ def test_ping_gateway(target: bytes) -> None:
     assert reply == IcmpMessage(ICMP_ECHO_REPLY, 0, request.rest, request.payload)
 
 
-def test_ping_elsewhere_and_bad_checksum_dropped() -> None:
-    _stack, container = new_stack()
+def test_ping_elsewhere_is_relayed_and_bad_checksum_dropped() -> None:
+    stack, container = new_stack()
     request = IcmpMessage(ICMP_ECHO_REQUEST, 0, b"\x00\x07\x00\x01", b"x").build()
-    assert container.send_ip(REMOTE_IP, PROTO_ICMP, request) == []
+    [send] = container.send_ip(REMOTE_IP, PROTO_ICMP, request)
+    assert isinstance(send, PingSend)
+    assert (send.dst, send.sequence, send.payload) == ("93.184.216.34", 1, b"x")
+    # The host socket's reply gets the container's identifier back.
+    [reply_packet] = container.packets(stack.ping_reply(send.flow_id, 1, b"x", 0.0))
+    assert reply_packet.src == REMOTE_IP
+    assert IcmpMessage.parse(reply_packet.payload) == IcmpMessage(
+        ICMP_ECHO_REPLY, 0, b"\x00\x07\x00\x01", b"x"
+    )
+    [error_packet] = container.packets(stack.ping_unreachable(send.flow_id, 0.0))
+    error = IcmpMessage.parse(error_packet.payload)
+    assert (error.type, error.code) == (ICMP_DEST_UNREACHABLE, 0)
+    assert error.payload[16:20] == REMOTE_IP  # the quoted request's destination
+    # Idle ping flows are forgotten.
+    assert stack.next_timeout() == stack.config.ping_flow_timeout
+    assert stack.timeout(stack.config.ping_flow_timeout) == [PingClose(send.flow_id)]
+    assert stack.ping_reply(send.flow_id, 1, b"x", 31.0) == []
     corrupt = request[:-1] + b"y"
     assert container.send_ip(GATEWAY_IP, PROTO_ICMP, corrupt) == []
 

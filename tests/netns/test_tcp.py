@@ -785,3 +785,123 @@ def test_state_machine_invariants_under_random_input(
             assert deadline is None or deadline > now
     if state_of(conn) is State.CLOSED:
         assert conn.next_timeout() is None
+
+
+# --- header prediction ----------------------------------------------------------------------------
+
+
+class Unpredicted(TcpConnection):
+    """Header prediction switched off: the general path, the reference it must agree with."""
+
+    def _predictable(self, seg: TcpSegment) -> bool:
+        return False
+
+
+def snapshot(conn: TcpConnection) -> tuple[object, ...]:
+    return (
+        conn.state, conn.rcv_nxt, conn.snd_una, conn.snd_nxt, conn.snd_max, conn.snd_wnd,
+        conn.snd_wl1, conn.snd_wl2, conn.undelivered, conn.buffered, conn.send_space,
+        conn.next_timeout(), conn.ack_owed,
+    )  # fmt: skip
+
+
+def data_values(actions: list[TcpAction]) -> list[TcpAction]:
+    return [DeliverToHost(bytes(a.data)) if isinstance(a, DeliverToHost) else a for a in actions]
+
+
+prediction_step = st.one_of(
+    # Mostly the next data in order; sometimes not quite (acknowledging something, another
+    # flag, a little off in sequence, empty, a window update).
+    st.tuples(
+        st.just("next"),
+        st.integers(0, 3000),  # size
+        st.booleans(),  # a new window
+        st.sampled_from([0, 0, 0, 1, 500, -1]),  # ack relative to snd_una
+        st.sampled_from([ACK, ACK, ACK | PSH, ACK | FIN, ACK | RST, ACK | SYN, 0]),
+        st.sampled_from([0, 0, 0, 1, -1, 100]),  # seq relative to rcv_nxt
+    ),
+    fuzz_step,
+    st.tuples(st.just("defer"), st.booleans()),
+)
+
+
+@settings(max_examples=500)
+@given(st.booleans(), st.lists(prediction_step, max_size=40))
+def test_header_prediction_changes_nothing(scaled: bool, steps: list[tuple[object, ...]]) -> None:
+    """Whatever arrives, a connection predicting headers acts and ends up exactly like one that
+    takes every segment through the general path."""
+    options = TcpOptions(mss=1000, window_scale=3 if scaled else None)
+    conns = [
+        kind(syn(options=options), 0.0, iss=0xFFFFFF00, receive_buffer=8192)
+        for kind in (TcpConnection, Unpredicted)
+    ]
+    window = 4096
+    now = 0.0
+    for conn in conns:
+        conn.host_connected(now)
+        conn.receive_segment(TcpSegment(CPORT, SPORT, CISS + 1, conn.snd_max, ACK, window), now)
+        assert state_of(conn) is State.ESTABLISHED
+    for step in steps:
+        results = []
+        if step[0] == "next" and step[2]:
+            window = (window + 512) % 0x10000  # a window update riding on the data
+        for conn in conns:
+            kind = step[0]
+            if kind == "next":
+                _, size, _, dack, flags, dseq = step
+                assert isinstance(size, int) and isinstance(dack, int)
+                assert isinstance(flags, int) and isinstance(dseq, int)
+                payload = bytes(range(256)) * (size // 256 + 1)
+                segment = TcpSegment(
+                    CPORT, SPORT, (conn.rcv_nxt + dseq) & 0xFFFFFFFF,
+                    (conn.snd_una + dack) & 0xFFFFFFFF, flags, window, payload[:size],
+                )  # fmt: skip
+                actions = conn.receive_segment(segment, now)
+            elif kind == "defer":
+                conn.defer_acks = bool(step[1])
+                actions = conn.flush_ack() if not step[1] else []
+            elif kind == "segment":
+                _, dseq, dack, flags, seg_window, data = step
+                assert isinstance(dseq, int) and isinstance(dack, int) and isinstance(flags, int)
+                assert isinstance(seg_window, int) and isinstance(data, bytes)
+                segment = TcpSegment(
+                    CPORT, SPORT, (conn.rcv_nxt + dseq) & 0xFFFFFFFF,
+                    (conn.snd_una + dack) & 0xFFFFFFFF, flags, seg_window, data,
+                )  # fmt: skip
+                actions = conn.receive_segment(segment, now)
+            elif kind == "send":
+                assert isinstance(step[1], int)
+                actions = conn.send(b"s" * min(step[1], conn.send_space), now)
+            elif kind == "consume":
+                assert isinstance(step[1], int)
+                actions = conn.host_consumed(min(step[1], conn.undelivered), now)
+            elif kind == "close":
+                actions = conn.close(now)
+            elif kind == "abort":
+                actions = conn.abort(now)
+            else:
+                assert isinstance(step[1], float)
+                deadline = conn.next_timeout()
+                later = now + step[1]
+                actions = conn.timeout(later) if deadline is not None and deadline <= later else []
+            results.append((data_values(actions), snapshot(conn)))
+        if step[0] == "time":
+            assert isinstance(step[1], float)
+            now += step[1]
+        assert results[0] == results[1]
+
+
+def test_header_prediction_is_taken_by_an_upload() -> None:
+    """The fast path is not dead code: in-order data on an established connection takes it."""
+    conn, peer = connect()
+    seen: list[TcpSegment] = []
+    original = conn._predicted
+
+    def spy(seg: TcpSegment) -> list[TcpAction]:
+        seen.append(seg)
+        return original(seg)
+
+    conn._predicted = spy  # type: ignore[method-assign]
+    actions = peer.send(ACK | PSH, b"x" * 1000)
+    assert others(actions) == [DeliverToHost(b"x" * 1000)]
+    assert len(seen) == 1
