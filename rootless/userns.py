@@ -14,9 +14,8 @@ import pwd
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from rootless import syscalls
 from rootless.errors import RlError
@@ -33,8 +32,9 @@ SINGLE_MAPPING_WARNING = (
 )
 
 
-@dataclass(frozen=True)
-class IdRange:
+# NamedTuples, not dataclasses, on the `rl run` path: a dataclass costs ~0.5 ms to create at
+# import (start-up time is a benchmark target, issue 3).
+class IdRange(NamedTuple):
     """`size` consecutive ids starting at `container` inside, `host` outside."""
 
     container: int
@@ -42,8 +42,7 @@ class IdRange:
     size: int
 
 
-@dataclass(frozen=True)
-class IdMapping:
+class IdMapping(NamedTuple):
     uids: tuple[IdRange, ...]
     gids: tuple[IdRange, ...]
 

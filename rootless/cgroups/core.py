@@ -19,7 +19,6 @@ Podman's arithmetic, as crun applies it on cgroup v2:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from rootless.errors import RlError
@@ -118,8 +117,9 @@ def user_manager_path(uid: int) -> str:
     return f"/user.slice/user-{uid}.slice/user@{uid}.service"
 
 
-@dataclass(frozen=True)
-class HostCgroups:
+# NamedTuples rather than dataclasses: `rl run` imports this module, and a dataclass costs
+# ~0.5 ms to create at import (start-up is issue 3's target).
+class HostCgroups(NamedTuple):
     """What rl found out about the cgroups it can use (rootless.cgroups.fs.probe fills it)."""
 
     layout: Layout
@@ -200,8 +200,7 @@ class Device(NamedTuple):
     rate: int
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """The resource flags of run/create/update, parsed (None/empty: not given)."""
 
     memory: int | None = None
@@ -215,8 +214,8 @@ class Limits:
     cpuset_mems: str | None = None
     pids_limit: int | None = None
     blkio_weight: int | None = None
-    device_read_bps: tuple[Device, ...] = field(default_factory=tuple)
-    device_write_bps: tuple[Device, ...] = field(default_factory=tuple)
+    device_read_bps: tuple[Device, ...] = ()
+    device_write_bps: tuple[Device, ...] = ()
 
     def given(self) -> list[str]:
         """The attribute names of the flags that were given, in FLAG_CONTROLLERS' order."""
@@ -252,9 +251,7 @@ class Limits:
 
     def merged(self, update: Limits) -> Limits:
         """These limits with those `update` gives replacing them (rl update)."""
-        from dataclasses import replace
-
-        return replace(self, **{key: getattr(update, key) for key in update.given()})
+        return self._replace(**{key: getattr(update, key) for key in update.given()})
 
 
 def check_limits(limits: Limits) -> None:

@@ -172,7 +172,7 @@ def _timestamp(epoch: float) -> str:
 def _filter_images(store: ImageStore, images: list[Image], query: str) -> list[Image]:
     """`rl images busybox`: the image with that ID, or the names in that repository (any tag
     unless the query has one), each image keeping only its matching names."""
-    from dataclasses import replace
+    import copy
 
     from rootless.errors import RlError
     from rootless.images.reference import looks_like_id, matches, parse
@@ -190,7 +190,9 @@ def _filter_images(store: ImageStore, images: list[Image], query: str) -> list[I
             n for n in image.names if matches(query if has_tag else f"{query}:{parse(n).tag}", n)
         ]
         if names:
-            chosen.append(replace(image, names=names))
+            shown = copy.copy(image)
+            shown.names = names
+            chosen.append(shown)
     return chosen
 
 

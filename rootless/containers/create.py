@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rootless.containers import files
 from rootless.containers.names import new_id
@@ -31,8 +29,9 @@ if TYPE_CHECKING:
 ENGINE = "rl"
 
 
-@dataclass
-class ImageSource:
+# NamedTuples and plain classes rather than dataclasses: this module is on the path of every
+# `rl run`, and a dataclass costs ~0.5 ms to create at import (start-up is issue 3's target).
+class ImageSource(NamedTuple):
     """What a container is made from: an image's layers, or a --rootfs directory."""
 
     name: str
@@ -42,8 +41,7 @@ class ImageSource:
     rootfs_dir: Path | None = None  # --rootfs
 
 
-@dataclass
-class Prepared:
+class Prepared(NamedTuple):
     record: Container
     spec: dict[str, Any]
     mapping: IdMapping
@@ -199,12 +197,12 @@ def _covered_by_mount(path: str, requests: Sequence[MountRequest]) -> bool:
 # --- security -------------------------------------------------------------------------
 
 
-@dataclass
 class Security:
-    seccomp_profile: str | None = None  # None: default; "unconfined"; or a path
-    no_new_privileges: bool = False
-    masked: list[str] | None = None
-    unmasked: list[str] | None = None
+    def __init__(self) -> None:
+        self.seccomp_profile: str | None = None  # None: default; "unconfined"; or a path
+        self.no_new_privileges = False
+        self.masked: list[str] | None = None
+        self.unmasked: list[str] | None = None
 
 
 def parse_security_opts(opts: Sequence[str]) -> Security:
@@ -373,7 +371,7 @@ def prepare(options: RunOptions, store: ContainerStore, *, print_only: bool = Fa
 
     container_id = new_id()
     if options.network == "host":
-        hostname = options.hostname or socket.gethostname()
+        hostname = options.hostname or os.uname().nodename  # gethostname(), without socket
     else:
         hostname = options.hostname or container_id[:12]
     passwd = image_file(source, "etc/passwd")
@@ -486,7 +484,7 @@ def prepare(options: RunOptions, store: ContainerStore, *, print_only: bool = Fa
 
 
 def _config_json(options: RunOptions, source: ImageSource) -> dict[str, Any]:
-    data = asdict(options)
+    data = options.as_dict()
     data.pop("print_spec", None)
     image_config = source.config.get("config") or {}
     data["stop_signal"] = options.stop_signal or image_config.get("StopSignal") or "SIGTERM"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rootless.containers import listing
+from rootless.network import ipv6_settings
 
 if TYPE_CHECKING:
     from rootless.containers.store import Container
@@ -320,6 +321,7 @@ def inspect_container(
             "LinkLocalIPv6PrefixLen": 0,
             "Ports": ports,
             "SandboxKey": "",
+            **ipv6_settings(config),
         },
         "Namespace": "",
         "IsInfra": False,

@@ -26,15 +26,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from rootless.errors import RlError
-from rootless.images import archive, reference
 
 if TYPE_CHECKING:
+    from rootless.images import archive
     from rootless.images.unpack import NamespaceWorkers, Unpacked
 
 SCHEMA = """
@@ -72,26 +71,51 @@ CREATE INDEX IF NOT EXISTS image_names_by_image ON image_names(image_id);
 BUSY_TIMEOUT_MS = 60_000
 
 
-@dataclass
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"  # archive.OCI_MANIFEST
+
+
 class Image:
-    id: str  # 64 hex = sha256 of the config blob
-    names: list[str]  # fully qualified, e.g. "docker.io/library/busybox:latest"
-    config: dict[str, Any]  # the OCI/docker image config JSON (has "config", "rootfs", ...)
-    diff_ids: list[str]  # bottom layer first
-    created: float
-    size: int
-    digest: str  # manifest digest
-    manifest_type: str = archive.OCI_MANIFEST
-    layer_blobs: list[tuple[str, str]] = field(default_factory=list)  # (digest, media type)
-    names_history: list[str] = field(default_factory=list)
+    """One image of the store. A plain class rather than a dataclass: this module is on the
+    path of every `rl run`, and a dataclass costs ~0.5 ms to create at import (issue 3)."""
+
+    def __init__(
+        self,
+        id: str,  # 64 hex = sha256 of the config blob
+        names: list[str],  # fully qualified, e.g. "docker.io/library/busybox:latest"
+        config: dict[str, Any],  # the OCI/docker image config JSON (has "config", "rootfs", ...)
+        diff_ids: list[str],  # bottom layer first
+        created: float,
+        size: int,
+        digest: str,  # manifest digest
+        manifest_type: str = OCI_MANIFEST,
+        layer_blobs: list[tuple[str, str]] | None = None,  # (digest, media type)
+        names_history: list[str] | None = None,
+    ) -> None:
+        self.id = id
+        self.names = names
+        self.config = config
+        self.diff_ids = diff_ids
+        self.created = created
+        self.size = size
+        self.digest = digest
+        self.manifest_type = manifest_type
+        self.layer_blobs = layer_blobs if layer_blobs is not None else []
+        self.names_history = names_history if names_history is not None else []
+
+    def __repr__(self) -> str:
+        return f"Image({self.__dict__!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Image) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
 
     @property
     def config_digest(self) -> str:
         return "sha256:" + self.id
 
 
-@dataclass(frozen=True)
-class Removal:
+class Removal(NamedTuple):
     """What `rmi` does to one image: drop these names, and delete the image when `delete`."""
 
     image_id: str
@@ -276,6 +300,10 @@ class ImageStore:
         names = dict(self.db.execute("SELECT name, image_id FROM image_names").fetchall())
         if query in names:
             return names[query], query
+        # Imported only now: a full name (the usual `rl run` of a pulled image) needs no
+        # parsing, and the reference modules cost ~3 ms of start-up.
+        from rootless.images import reference
+
         try:
             ref = reference.parse(query)
         except RlError:
@@ -328,6 +356,8 @@ class ImageStore:
 
     def load(self, source: IO[bytes]) -> list[str]:
         """Add the images of a docker-archive or oci-archive; the `Loaded image:` names."""
+        from rootless.images import archive
+
         staging_dir = self._staging_dir("load")
         try:
             staging = archive.Staging(staging_dir)
@@ -347,6 +377,7 @@ class ImageStore:
         message: str,
     ) -> str:
         """`rl import`: a root filesystem tarball becomes a one-layer image; returns its ID."""
+        from rootless.images import archive, reference
         from rootless.images.changes import apply_changes
 
         full_name = reference.normalize_local_name(name) if name else None
@@ -414,6 +445,8 @@ class ImageStore:
         """`rl commit`: an image made of `base`'s layers plus the plain layer tar `layer_tar`
         (in `staging_dir`, from new_staging_dir), with `config` (its rootfs is filled in
         here). Returns the new image's ID; the staging directory is consumed."""
+        from rootless.images import archive, reference
+
         full_name = reference.normalize_local_name(name) if name else None
         try:
             staging = archive.Staging(staging_dir)
@@ -506,6 +539,8 @@ class ImageStore:
         store already has the blob). `unpacked`: the layers (by diff-id) already unpacked into
         `layer_dir(staging_dir, diff_id)`, verified. The commit runs in `workers` when given.
         The staging directory is consumed."""
+        from rootless.images import archive
+
         staging = archive.Staging(staging_dir)
         config_blob = staging.add_bytes(config)
         manifest_blob = staging.add_bytes(manifest)
@@ -554,6 +589,8 @@ class ImageStore:
     # --- names ---------------------------------------------------------------------------------
 
     def tag(self, image: Image, names: Iterable[str]) -> None:
+        from rootless.images import reference
+
         full = [reference.normalize_local_name(n) for n in names]
         with _write_transaction(self.db):
             if self.db.execute("SELECT 1 FROM images WHERE id = ?", (image.id,)).fetchone() is None:
@@ -562,6 +599,8 @@ class ImageStore:
 
     def untag(self, image: Image, names: Iterable[str]) -> list[str]:
         """Remove `names` (all names when empty) from `image`; the names removed."""
+        from rootless.images import reference
+
         wanted = list(names)
         with _write_transaction(self.db):
             current = [
@@ -671,6 +710,8 @@ def _stage_tarball(source: IO[bytes], staging: archive.Staging) -> tuple[archive
     import hashlib
     import io
     import zlib
+
+    from rootless.images import archive
 
     head = source.read(archive.CHUNK)
     inflater = zlib.decompressobj(wbits=47) if head.startswith(b"\x1f\x8b") else None
@@ -867,6 +908,7 @@ def _unpack_missing(
     sizes: dict[str, int],
 ) -> None:
     """Unpack (in parallel) the layers neither the store nor `unpacked` has yet."""
+
     with contextlib.closing(_connect(root)) as db:
         have = {r[0] for r in db.execute("SELECT diff_id FROM layers")}
     jobs: dict[str, tuple[archive.ArchiveLayer, str]] = {}

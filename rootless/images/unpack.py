@@ -28,7 +28,6 @@ import contextlib
 import errno
 import hashlib
 import importlib
-import logging
 import os
 import pwd
 import signal
@@ -56,11 +55,12 @@ from rootless.images.whiteout import (
     layer_path,
     printable,
 )
+from rootless.log import logger
 
 if TYPE_CHECKING:
     from rootless.userns import IdMapping
 
-log = logging.getLogger("rl")
+log = logger()
 
 T = TypeVar("T")
 
@@ -911,11 +911,14 @@ class NamespaceWorkers:
                 raise RlError(f"cannot write the id maps of the user namespace: {exc}") from exc
             os.write(go_w, b"1")
         except BaseException:
+            os.close(go_w)  # first: the helper waits on it, and close() waits for the helper
+            go_w = -1
             self.close()
             raise
         finally:
             os.close(ready_r)
-            os.close(go_w)
+            if go_w >= 0:
+                os.close(go_w)
 
     def __enter__(self) -> NamespaceWorkers:
         return self

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rootless.errors import RlError
 from rootless.userns import IdMapping, IdRange
@@ -22,8 +21,7 @@ PULL_POLICIES = ("always", "missing", "never", "newer")
 DEFAULT_NETWORK = "slirp4netns"
 
 
-@dataclass(frozen=True)
-class Userns:
+class Userns(NamedTuple):
     """--userns: "" (the default subuid mapping) or keep-id, optionally with uid=/gid=."""
 
     mode: str = ""
@@ -31,64 +29,144 @@ class Userns:
     gid: int | None = None
 
 
-@dataclass
 class RunOptions:
-    image: str
-    command: list[str] = field(default_factory=list)
-    rm: bool = False
-    interactive: bool = False
-    tty: bool = False
-    detach: bool = False
-    name: str | None = None
-    env: list[str] = field(default_factory=list)
-    env_files: list[str] = field(default_factory=list)
-    env_host: bool = False
-    workdir: str | None = None
-    user: str | None = None
-    group_add: list[str] = field(default_factory=list)
-    entrypoint: list[str] | None = None  # None: the image's; []: cleared
-    hostname: str | None = None
-    userns: Userns = field(default_factory=Userns)
-    uidmap: list[IdRange] = field(default_factory=list)
-    gidmap: list[IdRange] = field(default_factory=list)
-    network: str = DEFAULT_NETWORK
-    network_options: dict[str, str] = field(default_factory=dict)  # slirp4netns:…
-    dns: list[str] = field(default_factory=list)  # --dns: replaces the nameservers
-    dns_search: list[str] = field(default_factory=list)
-    dns_options: list[str] = field(default_factory=list)
-    add_hosts: list[tuple[str, str]] = field(default_factory=list)  # (name, address)
-    read_only: bool = False
-    read_only_tmpfs: bool = True
-    rootfs: bool = False
-    volumes: list[str] = field(default_factory=list)
-    mounts: list[str] = field(default_factory=list)
-    tmpfs: list[str] = field(default_factory=list)
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    privileged: bool = False
-    security_opt: list[str] = field(default_factory=list)
-    ulimits: list[str] = field(default_factory=list)
-    tz: str | None = None
-    init: bool = False
-    shm_size: int = DEFAULT_SHM_SIZE
-    sig_proxy: bool = True
-    pull: str = "missing"
-    labels: dict[str, str] = field(default_factory=dict)
-    print_spec: bool = False
-    # Lifecycle (the monitor's business; see rootless.monitor)
-    restart: str = "no"  # no | on-failure[:N] | always | unless-stopped
-    log_driver: str = "k8s-file"  # k8s-file | none | passthrough
-    log_opts: dict[str, str] = field(default_factory=dict)  # max-size, path, …
-    stop_signal: str | None = None  # None: the image's StopSignal, else SIGTERM
-    stop_timeout: int = 10
-    healthcheck: dict[str, Any] | None = None  # rootless.monitor.health's HealthConfig, as JSON
-    detach_keys: str = "ctrl-p,ctrl-q"
-    publish: list[str] = field(default_factory=list)  # -p specs, for the network stack
-    publish_all: bool = False  # -P: the image's EXPOSEd ports, on random host ports
-    # cgroups (rootless.cgroups): the resource flags as rootless.cgroups.core.Limits.to_json()
-    resources: dict[str, Any] = field(default_factory=dict)
-    cgroups: str = "enabled"  # enabled | disabled | no-conmon | split
-    cgroupns: str = "private"  # private | host
+    """What `rl run`/`rl create` was asked to do.
+
+    A plain class rather than a dataclass: creating a 54-field dataclass costs ~1.5 ms of every
+    `rl run` (start-up is a benchmark target, issue 3). `as_dict()` is what dataclasses.asdict
+    gave: the record's config.
+    """
+
+    def __init__(
+        self,
+        image: str,
+        *,
+        command: list[str] | None = None,
+        rm: bool = False,
+        interactive: bool = False,
+        tty: bool = False,
+        detach: bool = False,
+        name: str | None = None,
+        env: list[str] | None = None,
+        env_files: list[str] | None = None,
+        env_host: bool = False,
+        workdir: str | None = None,
+        user: str | None = None,
+        group_add: list[str] | None = None,
+        entrypoint: list[str] | None = None,  # None: the image's; []: cleared
+        hostname: str | None = None,
+        userns: Userns | None = None,
+        uidmap: list[IdRange] | None = None,
+        gidmap: list[IdRange] | None = None,
+        network: str = DEFAULT_NETWORK,
+        network_options: dict[str, str] | None = None,  # slirp4netns:…
+        dns: list[str] | None = None,  # --dns: replaces the nameservers
+        dns_search: list[str] | None = None,
+        dns_options: list[str] | None = None,
+        add_hosts: list[tuple[str, str]] | None = None,  # (name, address)
+        read_only: bool = False,
+        read_only_tmpfs: bool = True,
+        rootfs: bool = False,
+        volumes: list[str] | None = None,
+        mounts: list[str] | None = None,
+        tmpfs: list[str] | None = None,
+        cap_add: list[str] | None = None,
+        cap_drop: list[str] | None = None,
+        privileged: bool = False,
+        security_opt: list[str] | None = None,
+        ulimits: list[str] | None = None,
+        tz: str | None = None,
+        init: bool = False,
+        shm_size: int = DEFAULT_SHM_SIZE,
+        sig_proxy: bool = True,
+        pull: str = "missing",
+        labels: dict[str, str] | None = None,
+        print_spec: bool = False,
+        # Lifecycle (the monitor's business; see rootless.monitor)
+        restart: str = "no",  # no | on-failure[:N] | always | unless-stopped
+        log_driver: str = "k8s-file",  # k8s-file | none | passthrough
+        log_opts: dict[str, str] | None = None,  # max-size, path, …
+        stop_signal: str | None = None,  # None: the image's StopSignal, else SIGTERM
+        stop_timeout: int = 10,
+        healthcheck: dict[str, Any] | None = None,  # monitor.health's HealthConfig, as JSON
+        detach_keys: str = "ctrl-p,ctrl-q",
+        publish: list[str] | None = None,  # -p specs, for the network stack
+        publish_all: bool = False,  # -P: the image's EXPOSEd ports, on random host ports
+        # cgroups (rootless.cgroups): the resource flags as rootless.cgroups.core.Limits.to_json()
+        resources: dict[str, Any] | None = None,
+        cgroups: str = "enabled",  # enabled | disabled | no-conmon | split
+        cgroupns: str = "private",  # private | host
+    ) -> None:
+        self.image = image
+        self.command = command or []
+        self.rm = rm
+        self.interactive = interactive
+        self.tty = tty
+        self.detach = detach
+        self.name = name
+        self.env = env or []
+        self.env_files = env_files or []
+        self.env_host = env_host
+        self.workdir = workdir
+        self.user = user
+        self.group_add = group_add or []
+        self.entrypoint = entrypoint
+        self.hostname = hostname
+        self.userns = userns or Userns()
+        self.uidmap = uidmap or []
+        self.gidmap = gidmap or []
+        self.network = network
+        self.network_options = network_options or {}
+        self.dns = dns or []
+        self.dns_search = dns_search or []
+        self.dns_options = dns_options or []
+        self.add_hosts = add_hosts or []
+        self.read_only = read_only
+        self.read_only_tmpfs = read_only_tmpfs
+        self.rootfs = rootfs
+        self.volumes = volumes or []
+        self.mounts = mounts or []
+        self.tmpfs = tmpfs or []
+        self.cap_add = cap_add or []
+        self.cap_drop = cap_drop or []
+        self.privileged = privileged
+        self.security_opt = security_opt or []
+        self.ulimits = ulimits or []
+        self.tz = tz
+        self.init = init
+        self.shm_size = shm_size
+        self.sig_proxy = sig_proxy
+        self.pull = pull
+        self.labels = labels or {}
+        self.print_spec = print_spec
+        self.restart = restart
+        self.log_driver = log_driver
+        self.log_opts = log_opts or {}
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.healthcheck = healthcheck
+        self.detach_keys = detach_keys
+        self.publish = publish or []
+        self.publish_all = publish_all
+        self.resources = resources or {}
+        self.cgroups = cgroups
+        self.cgroupns = cgroupns
+
+    def __repr__(self) -> str:
+        return f"RunOptions({self.__dict__!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunOptions) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every option by name, for JSON: the id ranges and --userns as objects."""
+        data = dict(self.__dict__)
+        data["userns"] = self.userns._asdict()
+        data["uidmap"] = [r._asdict() for r in self.uidmap]
+        data["gidmap"] = [r._asdict() for r in self.gidmap]
+        return data
 
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.IGNORECASE)
@@ -171,13 +249,11 @@ def parse_network_options(text: str) -> dict[str, str]:
         key, eq, value = item.partition("=")
         if key not in SLIRP_OPTIONS or not eq:
             raise RlError(
-                f"unknown slirp4netns option {item!r}: rl knows allow_host_loopback=true|false "
-                "and mtu=N"
+                f"unknown slirp4netns option {item!r}: rl knows allow_host_loopback=true|false, "
+                "enable_ipv6=true|false and mtu=N"
             )
         if key in ("allow_host_loopback", "enable_ipv6") and value not in ("true", "false"):
             raise RlError(f"invalid slirp4netns option {item!r}: use {key}=true or {key}=false")
-        if key == "enable_ipv6" and value == "true":
-            raise RlError("slirp4netns:enable_ipv6=true is not available: rl's stack is IPv4")
         if key == "mtu" and not (value.isdigit() and 576 <= int(value) <= 65520):
             raise RlError(f"invalid slirp4netns option {item!r}: mtu must be 576 to 65520")
         if key == "port_handler" and value not in ("rootlesskit", "slirp4netns"):

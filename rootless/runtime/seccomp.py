@@ -34,7 +34,6 @@ import json
 import os
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from rootless.errors import RlError
@@ -622,18 +621,27 @@ def _ret(value: int) -> Insn:
 # --- --security-opt --------------------------------------------------------------------------
 
 
-@dataclass
 class SecurityOptions:
-    """podman's --security-opt values."""
+    """podman's --security-opt values. (A plain class: this module is imported by every
+    `rl run`, and a dataclass costs ~0.5 ms to create at import.)"""
 
-    seccomp_profile: str | None = None  # a profile path; None = the default profile
-    seccomp_unconfined: bool = False
-    no_new_privileges: bool = False
-    apparmor: str | None = None  # accepted; rl applies no AppArmor profile
-    labels: list[str] = field(default_factory=list)  # accepted; no SELinux labelling in rl
-    mask: list[str] = field(default_factory=list)
-    unmask: list[str] = field(default_factory=list)
-    proc_opts: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.seccomp_profile: str | None = None  # a profile path; None = the default profile
+        self.seccomp_unconfined = False
+        self.no_new_privileges = False
+        self.apparmor: str | None = None  # accepted; rl applies no AppArmor profile
+        self.labels: list[str] = []  # accepted; no SELinux labelling in rl
+        self.mask: list[str] = []
+        self.unmask: list[str] = []
+        self.proc_opts: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"SecurityOptions({self.__dict__!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecurityOptions) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
 
 
 def parse_security_opts(options: Sequence[str]) -> SecurityOptions:

@@ -207,12 +207,10 @@ def rootfs_provider(spec: str, container_dir: Path, *, cwd: str | None = None) -
     if not full.is_dir():
         raise RlError(f"--rootfs {path}: no such directory")
     if overlay:
-        import dataclasses
-
         from rootless.storage.overlay import OverlayDriver
 
         provider = OverlayDriver().prepare(container_dir, [full])
-        return dataclasses.replace(provider, hint=f"use --rootfs {path} without :O")
+        return provider._replace(hint=f"use --rootfs {path} without :O")
     from rootless.storage.vfs import BindRootfs
 
     return BindRootfs(full)

@@ -175,6 +175,10 @@ class FuseRootfs:
             if userns >= 0:
                 os.close(userns)
 
+    def keeper_fds(self) -> tuple[int, ...]:
+        """The fds mount() needs in the keeper, which under a monitor closes all others."""
+        return () if self._sock is None else (self._sock.fileno(),)
+
     def release(self, *, report: bool = True) -> str | None:
         """After the container: stop and reap the helper. Returns how it died when it did not
         end normally (and, with `report`, says so in one line)."""
@@ -221,7 +225,9 @@ class FuseRootfs:
 def _debug() -> bool:
     import logging
 
-    return logging.getLogger("rl").isEnabledFor(logging.DEBUG)
+    from rootless.log import logger
+
+    return logger().isEnabledFor(logging.DEBUG)
 
 
 class FuseDriver:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from rootless import paths
 
@@ -29,14 +27,35 @@ CACHE_NAME = "storage-probe.json"
 FUSE_CACHE_NAME = "storage-probe-fuse.json"
 
 
-@dataclass(frozen=True)
-class ProbeResult:
+# A NamedTuple rather than a dataclass: this module is on the path of every `rl run`, and a
+# dataclass costs ~0.5 ms to create at import (start-up is issue 3's target).
+class ProbeResult(NamedTuple):
     works: bool
     reason: str  # why not, when it does not work
 
 
 def _probe_key(store: Path) -> str:
     return f"{os.uname().release} dev={os.stat(store).st_dev}"
+
+
+class _NoScratch(Exception):
+    """The probe could not make its directory in the store: an answer about this store's
+    directory (its owner, say), not about the kernel and filesystem the cache is keyed by."""
+
+    def __init__(self, result: ProbeResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+def _scratch(store: Path, prefix: str) -> str:
+    import tempfile  # here: probes are cached, and tempfile costs ~1 ms of every `rl run`
+
+    try:
+        return tempfile.mkdtemp(prefix=prefix, dir=store)
+    except OSError as exc:
+        raise _NoScratch(
+            ProbeResult(False, f"cannot make a probe directory in {store}: {exc.strerror}")
+        ) from None
 
 
 def _try_overlay(scratch: str) -> ProbeResult:
@@ -74,10 +93,7 @@ def run_probe(store: Path) -> ProbeResult:
     from rootless.errors import RlError
     from rootless.userns import run_in_userns
 
-    try:
-        scratch = tempfile.mkdtemp(prefix=".overlay-probe-", dir=store)
-    except OSError as exc:
-        return ProbeResult(False, f"cannot make a probe directory in {store}: {exc.strerror}")
+    scratch = _scratch(store, ".overlay-probe-")
     try:
         return run_in_userns(_try_overlay, scratch, unshare_flags=syscalls.CLONE_NEWNS)
     except RlError as exc:
@@ -121,10 +137,7 @@ def run_fuse_probe(store: Path) -> ProbeResult:
 
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return ProbeResult(False, "/dev/fuse is missing or not readable and writable for you")
-    try:
-        scratch = tempfile.mkdtemp(prefix=".fuse-probe-", dir=store)
-    except OSError as exc:
-        return ProbeResult(False, f"cannot make a probe directory in {store}: {exc.strerror}")
+    scratch = _scratch(store, ".fuse-probe-")
     try:
         lower = Path(scratch) / "lower"
         lower.mkdir()
@@ -170,7 +183,10 @@ def _cached(name: str, probe: Callable[[Path], ProbeResult], refresh: bool) -> P
                 return ProbeResult(bool(cached["works"]), str(cached.get("reason", "")))
         except (OSError, ValueError, KeyError, AttributeError):
             pass
-    result = probe(store)
+    try:
+        result = probe(store)
+    except _NoScratch as exc:
+        return exc.result  # not cached: it says nothing about other stores on this filesystem
     try:
         paths.ensure_dir(cache.parent)
         tmp = cache.with_name(f".{name}.{os.getpid()}")

@@ -20,7 +20,6 @@ monitor's pid file, which the Type=forking units of `rl generate systemd` name i
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +75,8 @@ def send(message: bytes, address: str | bytes | None) -> bool:
     """Send one notification; False when there is no socket or it cannot be reached."""
     if address is None:
         return False
+    import socket  # here: every `rl run` imports this module, few send anything
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
             sock.sendto(message, address)

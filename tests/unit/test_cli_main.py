@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
 import pytest
 
-from rootless.cli.main import build_parser, command_word
+from rootless.cli.main import (
+    COMMAND_HOMES,
+    COMMAND_MODULES,
+    CommandGroup,
+    Parser,
+    build_parser,
+    command_word,
+)
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -56,3 +64,23 @@ def test_unknown_command_falls_back_to_the_full_parser() -> None:
 )
 def test_command_word(argv: list[str], word: str | None) -> None:
     assert command_word(argv) == word
+
+
+def _registered(module: str) -> tuple[set[str], set[str]]:
+    """The top-level commands (aliases included) and families a command module registers."""
+    commands = CommandGroup(Parser(prog="rl"))
+    importlib.import_module(module).register(commands)
+    return set(commands._sub.choices), set(commands._groups)
+
+
+def test_command_homes_name_the_module_that_registers_each_command() -> None:
+    leaves: dict[str, str] = {}
+    families: set[str] = set()
+    for module in COMMAND_MODULES:
+        names, groups = _registered(module)
+        families |= groups
+        leaves.update(dict.fromkeys(names - groups, module))
+    # Every top-level command has its home (so `rl CMD` imports one module), and no family
+    # does (a family's subcommands come from several modules).
+    assert leaves == COMMAND_HOMES
+    assert not families & set(COMMAND_HOMES)

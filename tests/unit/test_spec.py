@@ -208,6 +208,7 @@ def test_parse_network() -> None:
         "allow_host_loopback": "true",
         "mtu": "1500",
     }
+    assert parse_network_options("slirp4netns:enable_ipv6=true") == {"enable_ipv6": "true"}
     assert parse_network_options("none") == {}
     with pytest.raises(RlError, match="not available in rl"):
         parse_network("pasta")
@@ -218,7 +219,7 @@ def test_parse_network() -> None:
         "slirp4netns:mtu=9",
         "host:x=y",
         "slirp4netns:allow_host_loopback=maybe",
-        "slirp4netns:enable_ipv6=true",
+        "slirp4netns:enable_ipv6=yes",
     ):
         with pytest.raises(RlError):
             parse_network_options(bad)
