@@ -138,6 +138,8 @@ def main() -> int:
                         samples[name].seconds.append(seconds)
             for name in tools:
                 print(samples[name].row())
+            # The machine is shared: medians only compare within a run, at this load.
+            print("load average (1/5/15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
             print(ratio_line(samples["rl pull"], samples["podman pull"]))
             if use_skopeo:
                 print(ratio_line(samples["rl pull"], samples["skopeo copy"]))

@@ -169,7 +169,9 @@ def _run_pull(args: argparse.Namespace) -> int:
                 print(image_id, flush=True)
         else:
             print(pull(name, options), flush=True)
-    return 0
+    from rootless.cli.quickexit import leave
+
+    leave(0)  # skips the teardown of trio, httpx & co. (see there)
 
 
 def _run_manifest_inspect(args: argparse.Namespace) -> int:
@@ -287,6 +289,7 @@ def _prompt(text: str) -> str:
 
 
 def _verify_login(host: str, credentials: Credentials, args: argparse.Namespace) -> None:
+    import rootless.registry.quickimport  # noqa: F401  # isort: skip  (before trio)
     import trio
 
     from rootless.registry.client import RegistryClient

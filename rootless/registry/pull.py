@@ -262,6 +262,7 @@ def pull(text: str, options: PullOptions) -> str:
 
 def pull_all_tags(text: str, options: PullOptions) -> list[str]:
     """`rl pull --all-tags REPO`: every tag of the repository; returns the image IDs."""
+    import rootless.registry.quickimport  # noqa: F401  # isort: skip  (before trio)
     import trio
 
     from rootless.registry.authfile import lookup_credentials
@@ -336,10 +337,9 @@ def _remember_choice(short_name: str, target: Reference) -> None:
         partial.write_text(record_alias(old, short_name, target))
         partial.replace(path)
     except (OSError, ValueError) as exc:
-        import logging
+        from rootless.log import logger
 
-        log = logging.getLogger("rl")
-        log.warning("cannot record the alias %s in %s: %s", short_name, path, exc)
+        logger().warning("cannot record the alias %s in %s: %s", short_name, path, exc)
 
 
 def _pull_candidate(
@@ -349,8 +349,11 @@ def _pull_candidate(
     options: PullOptions,
     progress: Progress,
 ) -> str:
-    import trio
+    # pickle and archive: what the namespace helper's workers need, loaded before it forks,
+    # or each worker imports them again (jobs; the commit's, ~5 ms on its path).
+    import pickle  # noqa: F401
 
+    import rootless.images.archive
     from rootless.registry.shortnames import registry_for
 
     progress.line(f"Trying to pull {ref}...")
@@ -358,6 +361,11 @@ def _pull_candidate(
     workers: NamespaceWorkers | None = None
     try:
         workers = store.namespace_workers()
+        # The network stack only after that fork: the helper and the workers it forks
+        # (one per layer, one for the commit) stay small and quick to fork.
+        import rootless.registry.quickimport  # noqa: F401  # isort: skip  (before trio)
+        import trio
+
         unpacked: dict[str, Unpacked] = {}  # by diff-id, in staging (kept across mirrors)
         failures: list[RlError] = []
         for source in registry_for(ref, config).pull_sources():  # mirrors first

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rootless.errors import RlError
+from rootless.log import logger
 from rootless.registry import manifests as mt
 from rootless.registry.auth import Credentials, Scope, repository_scope
 from rootless.registry.pull import Progress, first_error
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from rootless.images.store import ImageStore
 
 CONCURRENT_LAYERS = 3
-log = logging.getLogger("rl")
+log = logger()
 ManifestFormat = Literal["oci", "v2s2"]
 
 _TO_DOCKER = {
@@ -127,6 +127,7 @@ def convert_manifest(
 
 def push(image_arg: str, dest_arg: str | None, options: PushOptions) -> str:
     """Push and return the digest of the manifest as pushed."""
+    import rootless.registry.quickimport  # noqa: F401  # isort: skip  (before trio)
     import trio
 
     from rootless.images.store import ImageStore

@@ -85,6 +85,7 @@ def render_manifest(body: bytes, source: str) -> str:
 
 def inspect_manifest(text: str, options: PullOptions) -> str:
     """The rendered manifest (or index) of `text`: short names tried in order, like pull."""
+    import rootless.registry.quickimport  # noqa: F401  # isort: skip  (before trio)
     import trio
 
     from rootless.registry.pull import resolve_candidates
