@@ -271,6 +271,8 @@ def report(results: dict[str, dict[str, list[float]]], reps: int) -> None:
         line = f"{ROWS[row]:<22}" + "".join(f"{medians[k]:>16.3f}" for k in kinds)
         line += "".join(f"{medians['fuseoverlay'] / medians[k]:>22.2f}" for k in ratios)
         print(line)
+    if ratios:
+        print("(ratios of times: below 1 fuseoverlay is faster, above 1 slower)")
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ import pyfuse3
 
 from fuseoverlay.copyup import copy_node
 from fuseoverlay.inodes import InodeTable, Node
-from fuseoverlay.layers import Layers
+from fuseoverlay.layers import Layers, is_whiteout
 from fuseoverlay.options import DEFAULT_TIMEOUT, Config, IdMap
 from fuseoverlay.resolve import (
     UPPER,
@@ -35,6 +35,8 @@ from fuseoverlay.resolve import (
 )
 
 log = logging.getLogger(__name__)
+_CAPS_KEY = "security.capability"
+_CAPS = _CAPS_KEY.encode()
 _T = TypeVar("_T")
 
 
@@ -127,7 +129,7 @@ class OverlayFS(pyfuse3.Operations):
         hides nothing below and so need not be looked for."""
 
         def observe(layer: int) -> Kind:
-            kind, st = self.layers.observe(layer, path, whiteouts=layer != bottom)
+            kind, st = self.layers.observe(layer, path, bottom=layer == bottom)
             if seen is not None and st is not None:
                 seen[layer] = st
             return kind
@@ -149,8 +151,18 @@ class OverlayFS(pyfuse3.Operations):
             if st is not None:
                 return node, st
             self.table.remove_name(path)  # vanished behind our back; look again
-        seen: dict[int, os.stat_result] = {}
         layers = parent.dir_layers
+        if len(layers) == 1:
+            # One layer (a directory of the upper alone, the commonest case, or of one lower):
+            # what resolve_entry would decide, without its machinery; this is the cold lookup.
+            layer = layers[0]
+            st = self.layers.lstat(layer, path)
+            if st is None or is_whiteout(st):
+                return None
+            is_dir = stat.S_ISDIR(st.st_mode)
+            key = (st.st_dev, st.st_ino) if layer == UPPER and st.st_nlink > 1 else None
+            return self.table.add(path, layer, is_dir, layers, key), st
+        seen: dict[int, os.stat_result] = {}
         found = resolve_entry(layers, self._observer(path, seen, layers[-1]))
         if found is None:
             return None
@@ -286,6 +298,7 @@ class OverlayFS(pyfuse3.Operations):
         st = st or os.lstat(self.layers.real(UPPER, path))
         key = (st.st_dev, st.st_ino) if not is_dir else None
         node = self.table.add(path, UPPER, is_dir, (UPPER,), key)
+        node.caps_absent = True  # new: no extended attributes yet
         return self._entry(node, st)
 
     # --- lookups and attributes ------------------------------------------------------------
@@ -640,7 +653,14 @@ class OverlayFS(pyfuse3.Operations):
         with _os_errors():
             if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
                 self._copy_up(node, size=0 if flags & os.O_TRUNC else None)
-            return self._add_file(self._open_real(node, flags), node, flags)
+            fd = self._open_real(node, flags)
+            # Reads come one request at a time (128 KiB, the kernel's readahead): a doubled
+            # readahead window on the real file keeps the disk ahead of them.
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except OSError:  # not a regular file (ESPIPE): nothing to read ahead
+                pass
+            return self._add_file(fd, node, flags)
 
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
@@ -758,6 +778,15 @@ class OverlayFS(pyfuse3.Operations):
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         node = self._node(inode)
+        if name == _CAPS:
+            if node.caps_absent:
+                raise _fail(pyfuse3.ENOATTR)
+            try:
+                return os.getxattr(self._real(node), _CAPS_KEY, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno == pyfuse3.ENOATTR:
+                    node.caps_absent = True
+                raise
         key = os.fsdecode(name)
         if is_private_xattr(key):
             raise _fail(pyfuse3.ENOATTR)
@@ -777,6 +806,7 @@ class OverlayFS(pyfuse3.Operations):
             raise _fail(errno.EPERM)
         with _os_errors():
             self._copy_up(node)
+            node.caps_absent = False
             os.setxattr(self._real(node), key, value, follow_symlinks=False)
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -787,6 +817,7 @@ class OverlayFS(pyfuse3.Operations):
         with _os_errors():
             os.getxattr(self._real(node), key, follow_symlinks=False)  # ENODATA before copy-up
             self._copy_up(node)
+            node.caps_absent = False
             os.removexattr(self._real(node), key, follow_symlinks=False)
 
 

@@ -25,6 +25,9 @@ class Node:
     names: set[bytes] = field(default_factory=set)
     lookups: int = 0
     real_key: tuple[int, int] | None = None  # (st_dev, st_ino) of an upper non-directory
+    # Known to have no security.capability: the kernel asks before every write(2) and
+    # setattr (FUSE filesystems get no S_NOSEC), and only this process sets xattrs.
+    caps_absent: bool = False
 
     @property
     def in_upper(self) -> bool:

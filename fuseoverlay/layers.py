@@ -61,19 +61,22 @@ class Layers:
             return None
 
     def observe(
-        self, layer: int, path: bytes, *, whiteouts: bool = True
+        self, layer: int, path: bytes, *, bottom: bool = False
     ) -> tuple[Kind, os.stat_result | None]:
-        """What `layer` holds at `path`. Without `whiteouts`, a `.wh.NAME` file is not looked
-        for (the bottom layer of a lookup: absent and whited out mean the same there)."""
+        """What `layer` holds at `path`. On the `bottom` layer of a lookup nothing below can be
+        hidden: a `.wh.NAME` file is not looked for (absent and whited out mean the same there)
+        and a directory is not asked whether it is opaque (three system calls saved)."""
         st = self.lstat(layer, path)
         if st is None:
-            if not whiteouts:
+            if bottom:
                 return Kind.ABSENT, None
             head, _, name = path.rpartition(b"/")
             if self.lstat(layer, join(head, WHITEOUT_PREFIX + name)) is not None:
                 return Kind.WHITEOUT, None
             return Kind.ABSENT, None
         if stat.S_ISDIR(st.st_mode):
+            if bottom:
+                return Kind.DIR, st
             return (Kind.OPAQUE_DIR if self.dir_is_opaque(layer, path) else Kind.DIR), st
         if is_whiteout(st):
             return Kind.WHITEOUT, st

@@ -1,11 +1,12 @@
 """The fuse storage driver end to end: `rl run --storage-driver fuse` as the unprivileged user.
 
-The storage-sensitive part of tests/e2e/test_run.py (image files, workdirs, volumes, the
-read-only root, id mappings, container records and cleanup on every exit path) runs again with
-the fuse driver (the same test functions, with `rlm` bound to `--storage-driver fuse`); writes
-and deletes of image files run with both drivers; then what only the fuse driver has:
-the helper process's lifetime on every exit path, its death mid-run, keep-id without a chowned
-copy, and podman running fuseoverlay as its mount program.
+The storage-sensitive part of tests/e2e/test_run.py (image files, workdirs, entrypoints, users
+from the image's passwd, volumes, the read-only root, id mappings, container records, and cleanup
+on every exit path: detached, signalled, killed) runs again with the fuse driver (the same test
+functions, with `rlm` bound to `--storage-driver fuse`); writes and deletes of image files run
+with both drivers; then what only the fuse driver has: the helper process's lifetime on every
+exit path, its death mid-run, keep-id without a chowned copy, and podman running fuseoverlay as
+its mount program.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from tests.e2e.test_run import (
 from tests.e2e.test_run import (
     test_bind_mounts_rw_ro_and_ownership as test_bind_mounts_rw_ro_and_ownership,
 )
+from tests.e2e.test_run import test_detach_prints_the_id as test_detach_prints_the_id
+from tests.e2e.test_run import test_entrypoint_override as test_entrypoint_override
+from tests.e2e.test_run import test_env_and_workdir as test_env_and_workdir
 from tests.e2e.test_run import test_exit_codes as test_exit_codes
 from tests.e2e.test_run import test_id_maps_pid1_and_hostname as test_id_maps_pid1_and_hostname
 from tests.e2e.test_run import (
@@ -42,7 +46,13 @@ from tests.e2e.test_run import (
 )
 from tests.e2e.test_run import test_keep_id as test_keep_id
 from tests.e2e.test_run import (
+    test_killed_by_signal_is_128_plus_n as test_killed_by_signal_is_128_plus_n,
+)
+from tests.e2e.test_run import (
     test_missing_image_workdir_is_created_for_the_user as test_missing_image_workdir_is_created_for_the_user,  # noqa: E501
+)
+from tests.e2e.test_run import (
+    test_missing_workdir_flag_is_podmans_error as test_missing_workdir_flag_is_podmans_error,
 )
 from tests.e2e.test_run import (
     test_named_container_record_ps_and_rm as test_named_container_record_ps_and_rm,
@@ -66,7 +76,13 @@ from tests.e2e.test_run import (
     test_sigkilled_rm_container_is_cleaned_by_ps as test_sigkilled_rm_container_is_cleaned_by_ps,
 )
 from tests.e2e.test_run import (
+    test_sigterm_reaches_the_container as test_sigterm_reaches_the_container,
+)
+from tests.e2e.test_run import (
     test_uidmap_uses_intermediate_ids as test_uidmap_uses_intermediate_ids,
+)
+from tests.e2e.test_run import (
+    test_unknown_user_is_podmans_error as test_unknown_user_is_podmans_error,
 )
 from tests.e2e.test_run import test_user_resolution as test_user_resolution
 from tests.e2e.test_run import (

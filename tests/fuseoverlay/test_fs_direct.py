@@ -253,3 +253,60 @@ def test_a_stray_whiteout_in_an_upper_only_directory_is_replaced(layers: Layers)
         assert (layers.upper / "d" / "x").read_text() == "x"
 
     run(check)
+
+
+def test_one_layer_directories_hide_whiteouts_and_list_opaque_subdirectories(
+    layers: Layers,
+) -> None:
+    """Names in a directory of one layer are resolved without the merge (the cold lookup's
+    short cut): a whiteout device there still hides, an opaque subdirectory is still shown."""
+    bottom = layers.lowers[1]
+    (bottom / "only-here" / "sub").mkdir(parents=True)
+    (bottom / "only-here" / "sub" / "f").write_text("f")
+    os.setxattr(bottom / "only-here" / "sub", "user.overlay.opaque", b"y")
+
+    async def check() -> None:
+        fs = layers.fs()
+        d = await fs.mkdir(ROOT_INODE, b"d", stat.S_IFDIR | 0o755, CTX)
+        os.mknod(layers.upper / "d" / "gone", stat.S_IFCHR, os.makedev(0, 0))
+        (layers.upper / "d" / "kept").write_text("k")
+        assert (await fs.lookup(d.st_ino, b"gone", CTX)).st_ino == 0
+        assert stat.S_ISREG((await fs.lookup(d.st_ino, b"kept", CTX)).st_mode)
+        sub = await lookup(fs, "only-here/sub")
+        assert stat.S_ISDIR(sub.st_mode)
+        assert await names(fs, sub.st_ino) == ["f"]
+
+    run(check)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting security.capability needs CAP_SETFCAP")
+def test_an_absent_file_capability_is_remembered_until_an_xattr_changes(layers: Layers) -> None:
+    """The kernel asks for security.capability before every write; the answer "none" is kept
+    per file, and must not outlive setxattr/removexattr or hide a capability on a lower file."""
+    import struct
+
+    caps = struct.pack("<5I", 0x02000000, 1 << 10, 0, 0, 0)  # v2: cap_net_bind_service
+    (layers.lowers[0] / "ping").write_text("")
+    os.setxattr(layers.lowers[0] / "ping", "security.capability", caps)
+
+    async def no_caps(ino: int) -> bool:
+        try:
+            await fs.getxattr(ino, b"security.capability", CTX)
+        except pyfuse3.FUSEError as exc:
+            assert exc.errno == errno.ENODATA
+            return True
+        return False
+
+    fs = layers.fs()
+
+    async def check() -> None:
+        assert await fs.getxattr((await lookup(fs, "ping")).st_ino, b"security.capability", CTX)
+        fi, attr = await fs.create(ROOT_INODE, b"f", stat.S_IFREG | 0o755, os.O_WRONLY, CTX)
+        await fs.release(fi.fh)
+        assert await no_caps(attr.st_ino)
+        await fs.setxattr(attr.st_ino, b"security.capability", caps, CTX)
+        assert await fs.getxattr(attr.st_ino, b"security.capability", CTX) == caps
+        await fs.removexattr(attr.st_ino, b"security.capability", CTX)
+        assert await no_caps(attr.st_ino)
+
+    run(check)
