@@ -15,7 +15,8 @@ process, counted with the container).
    goes first; median and p90 of the whole cycle and of each step.
 2. Memory of one idle detached container: PSS (/proc/PID/smaps_rollup, read as root) summed over
    every process that exists for it, i.e. the runner's process tree without the container's own
-   processes (`sleep`, the same for both): rl's monitor and keeper; podman's conmon (and
+   processes (`sleep`, the same for both): rl's monitor (its lean watcher phase; the container's
+   pid 1 is its child, there is no keeper process any more); podman's conmon (and
    slirp4netns/rootlessport with a network, found by the container's netns path). podman's
    rootless pause process (which holds its user namespace) is shared by all containers of the
    user: reported apart. Then the same with --containers of them running at once (PSS splits
@@ -326,7 +327,7 @@ def memory_section(
     tools: dict[str, Tool], user: User, cwd: Path, counts: Sequence[int]
 ) -> dict[tuple[str, int], float]:
     print("\n== memory of idle detached containers (PSS from /proc/PID/smaps_rollup) ==")
-    print("   counted: the runner's processes (rl: monitor + keeper; podman: conmon, and")
+    print("   counted: the runner's processes (rl: the monitor; podman: conmon, and")
     print("   slirp4netns/rootlessport when there is a network);")
     print("   not counted: the container's own process (`sleep`, ~the same for both),")
     print("   and podman's shared rootless pause process (reported below)")

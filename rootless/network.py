@@ -11,10 +11,14 @@ returns a `netns.driver.NetDriver` serving it. Who hosts the driver:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
+# The detached container's watcher (rootless.monitor.watch) imports this module: no `typing`
+# at run time (~1.6 MB per process); every use below is an annotation.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from netns.driver import NetDriver
 
 
@@ -23,10 +27,33 @@ def uses_stack(config: Mapping[str, Any]) -> bool:
     return config.get("network") == "slirp4netns"
 
 
+def ipv6_enabled(options: Mapping[str, str]) -> bool:
+    """slirp4netns:enable_ipv6=true. Off by default, as in podman 4.x (the podman here, and
+    Debian's): a container with IPv6 but a host without an IPv6 route would try AAAA
+    addresses first and wait for every connection to fail over."""
+    return options.get("enable_ipv6") == "true"
+
+
+def ipv6_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """inspect's NetworkSettings IPv6 fields for a container with this record config ({} when
+    it has no IPv6)."""
+    if not uses_stack(config) or not ipv6_enabled(config.get("network_options") or {}):
+        return {}
+    from netns.config import CONTAINER_ADDRESS6, GATEWAY_ADDRESS6, PREFIX_LENGTH6
+
+    return {
+        "GlobalIPv6Address": CONTAINER_ADDRESS6,
+        "GlobalIPv6PrefixLen": PREFIX_LENGTH6,
+        "IPv6Gateway": GATEWAY_ADDRESS6,
+    }
+
+
 def _config(options: Mapping[str, str]) -> Any:
+    """The stack's netns.config.NetConfig for these slirp4netns options."""
     from netns.config import NetConfig
 
     return NetConfig(
+        ipv6=ipv6_enabled(options),
         allow_host_loopback=options.get("allow_host_loopback") == "true",
         mtu=int(options.get("mtu") or 65520),
         # One container's buffers count against its memory budget.
@@ -34,10 +61,17 @@ def _config(options: Mapping[str, str]) -> Any:
     )
 
 
-def _open_tap(keeper_pid: int, options: Mapping[str, str]) -> int:
-    from netns.tap import TapSettings, open_tap_in
+def tap_settings(options: Mapping[str, str]) -> Any:
+    """How the container's TAP device is configured (netns.tap.TapSettings) for these options."""
+    from netns.tap import TapSettings
 
-    return open_tap_in(keeper_pid, TapSettings(mtu=int(options.get("mtu") or 65520)))
+    return TapSettings(mtu=int(options.get("mtu") or 65520), ipv6=ipv6_enabled(options))
+
+
+def _open_tap(keeper_pid: int, options: Mapping[str, str]) -> int:
+    from netns.tap import open_tap_in
+
+    return open_tap_in(keeper_pid, tap_settings(options))
 
 
 def upstream_resolvers(environ: Mapping[str, str]) -> list[tuple[str, int]] | None:

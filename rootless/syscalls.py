@@ -85,6 +85,8 @@ _SYS_capset = 126
 _SYS_seccomp = 317
 _SYS_pidfd_open = 434
 _SYS_pidfd_send_signal = 424
+_SYS_clone = 56
+CLONE_PARENT = 0x00008000
 
 _libc.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [
@@ -264,3 +266,14 @@ def pidfd_open(pid: int) -> int:
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
     _check(_libc.syscall(_SYS_pidfd_send_signal, pidfd, sig, None, 0), f"pidfd_send_signal({sig})")
+
+
+def clone_parent() -> int:
+    """fork(), except that the child's parent is the caller's parent (CLONE_PARENT): the
+    executor's keeper makes the container's pid 1 a child of the monitor with it (runc's
+    nsexec does the same). A raw clone: no at-fork handlers run, so the caller must be
+    single-threaded, and the child must only go on to exec or _exit. Returns 0 in the child."""
+    return _check(
+        _libc.syscall(_SYS_clone, ctypes.c_ulong(CLONE_PARENT), None, None, None, None),
+        "clone(CLONE_PARENT)",
+    )

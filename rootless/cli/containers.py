@@ -690,7 +690,12 @@ def _wait_for(
 
     while True:
         current = store.find(record.id)
-        if current is None:
+        if current is None:  # removed meanwhile: by its monitor (--rm), which kept the code
+            from rootless.containers.lifecycle import removed_exit_code
+
+            code = removed_exit_code(record.id)
+            if code is not None and {"stopped", "exited"} & set(conditions):
+                return code
             raise no_such_container(record.name)
         result = listing.wait_result(current, conditions)
         if result is not None:

@@ -29,39 +29,67 @@ START_TIMEOUT = 60.0
 CLEANUP_TIMEOUT = 10.0
 
 
-def spawn_monitor(
-    store: ContainerStore, record: Container, before_start: Callable[[], object] | None = None
-) -> int:
-    """Start the container under a new monitor; return its pid 1 (host pid). RlError (with
-    podman's exit code, e.g. 127 for a missing command) when it did not start.
+class MonitorProcess:
+    """A monitor process just spawned: its pid, the pipe it answers on (READY_FD's other
+    end) and, for one started early, the pipe that hands it the container's ID."""
 
-    With `before_start` (start -a), the monitor waits after opening its attach socket until
-    that callback has connected a client, so no early output is missed."""
+    def __init__(self, pid: int, ready_r: int, id_w: int = -1) -> None:
+        self.pid = pid
+        self.ready_r = ready_r
+        self.id_w = id_w
+
+    def cancel(self) -> None:
+        """No container for it after all: it reads end of file and exits."""
+        for fd in (self.id_w, self.ready_r):
+            if fd >= 0:
+                os.close(fd)
+        self.id_w = self.ready_r = -1
+        _reap_quietly(self.pid)
+
+
+def early_monitor() -> MonitorProcess:
+    """run -d: start the monitor before the container exists, so that its interpreter loads
+    the starter's modules (~50-90 ms) while the CLI prepares the container. Hand it the
+    container with spawn_monitor(..., early=) or let it go with cancel()."""
+    id_r, id_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        process = _spawn(["-", "{ready}", "--id-fd", str(id_r)], None, keep=id_r)
+    finally:
+        os.close(id_r)
+    process.id_w = id_w
+    return process
+
+
+def _spawn(args: list[str], log_path: os.PathLike[str] | None, keep: int = -1) -> MonitorProcess:
+    """`python -S -m rootless.monitor ARGS` ("{ready}" there: the READY_FD number) in a
+    session of its own; stderr to `log_path` (None: /dev/null until it knows its log)."""
     import rootless
 
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(rootless.__file__)))
     env = dict(os.environ, PYTHONPATH=package_parent)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    userdata = store.userdata(record.id)
-    log = os.open(userdata / "monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDWR)
+    log = null
     try:
+        if log_path is not None:
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         from rootless.cgroups.fs import scoped_command
 
-        argv = [sys.executable, "-S", "-m", "rootless.monitor", record.id, str(ready_w)]
-        if before_start is not None:
-            argv.append("--attach-first")
+        argv = [sys.executable, "-S", "-m", "rootless.monitor"]
+        argv += [str(ready_w) if arg == "{ready}" else arg for arg in args]
         # Where the user's systemd can delegate a cgroup and rl sits in none, the monitor
         # starts in a scope of its own, as `rl run` does (rootless.cgroups.fs).
         argv = scoped_command(argv)
-        os.set_inheritable(ready_w, True)
+        passed = {ready_w, keep} - {-1}
+        for fd in passed:
+            os.set_inheritable(fd, True)
         # A session of its own: no terminal, no SIGHUP when the user's shell goes away.
         # Nothing else of ours may reach the monitor (and so the container): an inherited
         # pipe end would keep, e.g., `rl run -d … | cat` waiting for EOF for ever.
         strays = [
             (os.POSIX_SPAWN_CLOSE, fd)
             for fd in _open_fds()
-            if fd > 2 and fd not in (ready_w, null, log) and os.get_inheritable(fd)
+            if fd > 2 and fd not in (*passed, null, log) and os.get_inheritable(fd)
         ]
         pid = os.posix_spawn(
             argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0]) or argv[0],
@@ -75,17 +103,49 @@ def spawn_monitor(
             ],
             setsid=True,
         )
+    except BaseException:
+        os.close(ready_r)
+        raise
     finally:
         os.close(ready_w)
         os.close(null)
-        os.close(log)
+        if log != null:
+            os.close(log)
+    return MonitorProcess(pid, ready_r)
+
+
+def spawn_monitor(
+    store: ContainerStore,
+    record: Container,
+    before_start: Callable[[], object] | None = None,
+    early: MonitorProcess | None = None,
+) -> int:
+    """Start the container under a new monitor (or under `early`, from early_monitor());
+    return its pid 1 (host pid). RlError (with podman's exit code, e.g. 127 for a missing
+    command) when it did not start.
+
+    With `before_start` (start -a), the monitor waits after opening its attach socket until
+    that callback has connected a client, so no early output is missed."""
+    userdata = store.userdata(record.id)
+    if early is None:
+        args = [record.id, "{ready}", *(["--attach-first"] if before_start else [])]
+        process = _spawn(args, userdata / "monitor.log")
+    else:
+        process = early
+        try:
+            os.write(process.id_w, record.id.encode() + b"\n")
+        except OSError:
+            pass  # it died: the answer below says so
+        os.close(process.id_w)
+        process.id_w = -1
     try:
-        answer = _read_line(ready_r, START_TIMEOUT)
+        answer = _read_line(process.ready_r, START_TIMEOUT)
         if answer.startswith("L") and before_start is not None:
             before_start()
-            answer = _read_line(ready_r, START_TIMEOUT)
+            answer = _read_line(process.ready_r, START_TIMEOUT)
     finally:
-        os.close(ready_r)
+        os.close(process.ready_r)
+        process.ready_r = -1
     # The monitor lives on; its exit status is nobody's business once we return (the
     # CLI exits right after; a zombie until then is harmless).
     if answer.startswith("R"):
@@ -93,7 +153,7 @@ def spawn_monitor(
     if answer.startswith("E"):
         code, _, message = answer[1:].strip().partition(" ")
         raise RlError(message, int(code))
-    _reap_quietly(pid)
+    _reap_quietly(process.pid)
     detail = _last_line(userdata / "monitor.log")
     raise RlError(
         f"the container's monitor ended before the container started: {detail or 'no output'}"
@@ -178,6 +238,51 @@ def remove(store: ContainerStore, ref: str, *, force: bool, volumes: bool) -> Co
         if current is not None:
             store.remove(current, volumes=volumes)
         return record
+
+
+# --- exit codes of removed containers ----------------------------------------------------
+
+# How long the exit code of a container removed by its monitor (--rm) stays readable, so that a
+# `rl wait` begun before the removal still prints it (podman keeps such codes ~5 minutes too).
+KEPT_EXIT_SECONDS = 300.0
+
+
+def _exits_dir() -> str:
+    from rootless.paths import runtime_dir
+
+    return os.path.join(runtime_dir(), "exits")
+
+
+def keep_exit_code(container_id: str, code: int | None) -> None:
+    """Before the monitor removes an --rm container: its exit code, for `rl wait`; codes
+    older than KEPT_EXIT_SECONDS go at the same time. Best effort."""
+    directory = _exits_dir()
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        now = time.time()
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            try:
+                if now - os.stat(path).st_mtime > KEPT_EXIT_SECONDS:
+                    os.unlink(path)
+            except OSError:
+                pass
+        tmp = os.path.join(directory, f".{container_id}.tmp")
+        with open(tmp, "w") as f:
+            f.write("" if code is None else str(code))
+        os.rename(tmp, os.path.join(directory, container_id))
+    except OSError:
+        pass
+
+
+def removed_exit_code(container_id: str) -> int | None:
+    """The exit code kept by keep_exit_code (None: none kept, or not known)."""
+    try:
+        with open(os.path.join(_exits_dir(), container_id)) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -1,15 +1,26 @@
 """The per-container monitor: rl's conmon. One small process per detached container.
 
     rl run -d / rl start ── spawns ──> monitor (setsid, survives the CLI)
-                                          └── A keeper (user namespace root) ── B pid 1 ...
+                                          └── the container's pid 1 (its direct child)
 
-- `rootless.monitor.lifecycle` (CLI side) spawns it and waits until the container runs or
+- `rootless.containers.lifecycle` (CLI side) spawns it and waits until the container runs or
   failed to start; stop/kill/restart/rm act on the container and wait for the monitor.
-- `rootless.monitor.main` is the monitor: it starts the container with the executor, holds
-  its stdio (k8s-file log through `logfile`, attach clients through `attach`), records the
-  exit, applies the restart policy (`restart`), schedules healthchecks, removes --rm
-  containers and cleans up. The parent-death chain monitor -> A -> B means the container
-  never outlives it.
-- No trio here: importing trio costs ~14 MB of private memory per process (measured), and a
-  detached container's budget is 10 MB PSS; a `selectors` loop does the same job.
+- One pid, two programs (memory: a detached container's budget is 10 MB PSS):
+  * the starter, `rootless.monitor.main` (heavy: store, runtime, cgroups, network set-up),
+    starts the container with the executor and tells the CLI it runs; then it execs
+  * the watcher, `rootless.monitor.watch` (a fresh `python -S` importing only os, selectors,
+    socket, signal, time and the lean `attach`/`logwriter`; ~4 MB PSS, ~5.5 MB with the
+    network driver), which holds the container's stdio (k8s-file log, attach clients), runs
+    the network driver and the healthcheck timer, forwards stop signals, and reaps the
+    container; then it execs the starter again (`--exited CODE`) to record the exit, tell
+    attach clients, apply the restart policy (`restart`: start again, back to the watcher)
+    or clean up (remove an --rm container). What crosses each exec is fds and KEY=VALUE
+    words (`Watcher.handoff`). Where something cannot cross (a fuse driver's helper process,
+    `-p` port publishers) the starter runs the same Watcher in its own process instead.
+- No keeper process: the executor's namespace keeper creates the container's pid 1 with
+  CLONE_PARENT, so it is the monitor's own child, and ends (rootless.runtime.executor). The
+  parent-death signal of pid 1 then follows the monitor (exec keeps it armed), so the
+  container never outlives it; stop signals go to a child, whose pid cannot be reused.
+- No trio here: importing trio costs ~14 MB of private memory per process (measured); a
+  `selectors` loop does the same job.
 """

@@ -113,6 +113,24 @@ def test_run_detached_rm_removes_the_container_when_it_exits(rlm: Rl) -> None:
     assert _until(lambda: cid not in rlm.ok("ps", "-a", "-q", "--no-trunc").stdout)
 
 
+def test_wait_on_an_rm_container_prints_the_exit_code_after_its_removal(rlm: Rl) -> None:
+    # podman: a wait begun before the monitor removes the container still gets the code.
+    rlm.ok("run", "-d", "--rm", "--name", "rmwait", IMAGE, "sh", "-c", "sleep 3; exit 3")
+    # It looks while the container runs, and next only long after the monitor removed it.
+    waiter = subprocess.Popen(
+        _argv(rlm, "wait", "--interval", "6s", "rmwait"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = waiter.communicate(timeout=60)
+    assert (waiter.returncode, out.strip()) == (0, "3"), err
+    assert "rmwait" not in rlm.ok("ps", "-a", "--format", "{{.Names}}").stdout
+    # Only a wait under way is served: afterwards the container is simply gone.
+    result = rlm("wait", "rmwait")
+    assert result.returncode != 0 and "no container" in result.stderr
+
+
 def test_create_then_start_and_start_attach(rlm: Rl) -> None:
     cid = rlm.ok("create", "--name", "made", IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3")
     assert ID.fullmatch(cid.stdout.strip())

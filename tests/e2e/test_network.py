@@ -9,6 +9,7 @@ resolv.conf, which a test must not change).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import os
@@ -69,11 +70,11 @@ def _dns_answer(query: bytes, address: str) -> bytes:
     return header + question + record
 
 
-@pytest.fixture(scope="module")
-def dns() -> Iterator[int]:
-    """A DNS server on 127.0.0.1 answering every A query with 192.0.2.77; its port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
+@contextlib.contextmanager
+def _dns_server(family: socket.AddressFamily, host: str, answer: str) -> Iterator[int]:
+    """A DNS-shaped UDP server on HOST answering every A query with ANSWER; its port."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
     sock.settimeout(0.2)
     stop = threading.Event()
 
@@ -85,14 +86,23 @@ def dns() -> Iterator[int]:
                 continue
             except OSError:
                 return
-            sock.sendto(_dns_answer(query, "192.0.2.77"), peer)
+            sock.sendto(_dns_answer(query, answer), peer)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield sock.getsockname()[1]
-    stop.set()
-    thread.join()
-    sock.close()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def dns() -> Iterator[int]:
+    """A DNS server on 127.0.0.1 answering every A query with 192.0.2.77; its port."""
+    with _dns_server(socket.AF_INET, "127.0.0.1", "192.0.2.77") as port:
+        yield port
 
 
 def test_the_default_network_has_the_slirp_addresses(rlm: Rl) -> None:
@@ -261,3 +271,137 @@ def test_publish_errors(rlm: Rl) -> None:
     assert result.returncode == 125 and result.stderr.startswith("Error: ")
     result = rlm("run", "--rm", "--network", "none", "-p", "8080:80", IMAGE, "true")
     assert result.returncode == 0 and "Port mappings have been discarded" in result.stderr
+
+
+# --- IPv6 (slirp4netns:enable_ipv6=true) and ICMP echo beyond the gateway -------------------------
+
+IPV6 = "slirp4netns:enable_ipv6=true"
+IPV6_LOOPBACK = "slirp4netns:enable_ipv6=true,allow_host_loopback=true"
+# busybox ping uses raw sockets only, and podman's default capabilities lack NET_RAW.
+RAW = ("--cap-add", "NET_RAW")
+
+
+@pytest.fixture(scope="module")
+def web6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """An HTTP server on the host's IPv6 loopback, ::1, serving 4 MiB as /blob; (port, sha256)."""
+    if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("the host has no IPv6")
+    root = tmp_path_factory.mktemp("web6")
+    (root / "hello").write_text("hello over IPv6\n")
+    data = os.urandom(4 << 20)
+    (root / "blob").write_bytes(data)
+
+    class Server6(socketserver.ThreadingTCPServer):
+        address_family = socket.AF_INET6
+
+    handler = lambda *a: _Quiet(*a, directory=str(root))  # noqa: E731
+    server = Server6(("::1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], hashlib.sha256(data).hexdigest()
+    server.shutdown()
+    server.server_close()
+
+
+def test_ipv6_addresses_and_ping6_of_the_gateway(rlm: Rl) -> None:
+    script = (
+        "ip -6 addr show tap0 | grep global; ip -6 route | grep default; "
+        "ping6 -c 1 -W 5 fd00::2 >/dev/null && echo gateway-answers; "
+        "ping6 -c 1 -W 5 fd00::3 >/dev/null && echo dns-answers"
+    )
+    out = rlm.ok("run", "--rm", "--network", IPV6, *RAW, IMAGE, "sh", "-c", script).stdout
+    assert "inet6 fd00::100/64 scope global" in out
+    assert "default via fd00::2 dev tap0" in out
+    assert "gateway-answers" in out and "dns-answers" in out
+    # Off by default (podman 4.x's enable_ipv6=false): no global IPv6 address.
+    out = rlm.ok("run", "--rm", IMAGE, "ip", "-6", "addr", "show", "tap0").stdout
+    assert "fd00::" not in out
+
+
+def test_ipv6_tcp_to_host_loopback_only_when_allowed(rlm: Rl, web6: tuple[int, str]) -> None:
+    port, digest = web6
+    script = (
+        f"wget -q -O - http://[fd00::2]:{port}/hello; "
+        f"wget -q -O - http://[fd00::2]:{port}/blob | sha256sum"
+    )
+    out = rlm.ok("run", "--rm", "--network", IPV6_LOOPBACK, IMAGE, "sh", "-c", script).stdout
+    assert out.splitlines()[0] == "hello over IPv6"
+    assert out.splitlines()[1].split()[0] == digest
+    probe = f"nc -w 3 fd00::2 {port} </dev/null && echo connected || echo refused"
+    out = rlm.ok("run", "--rm", "--network", IPV6, IMAGE, "sh", "-c", probe).stdout
+    assert out.strip() == "refused"
+
+
+def test_udp_over_ipv6_to_host_loopback(rlm: Rl) -> None:
+    # busybox nc has no UDP: nslookup with -port= is the container's UDP client, a DNS-shaped
+    # echo on ::1 the host's server (not the forwarder: this goes to fd00::2).
+    with _dns_server(socket.AF_INET6, "::1", "192.0.2.78") as port:
+        out = rlm.ok("run", "--rm", "--network", IPV6_LOOPBACK, IMAGE, "nslookup", "-type=a",
+                     f"-port={port}", "udp6.example.test", "fd00::2").stdout  # fmt: skip
+    assert "192.0.2.78" in out
+
+
+def test_dns_forwarder_answers_at_fd00_3(rlm: Rl, dns: int) -> None:
+    env = {"RL_DNS_UPSTREAM": f"127.0.0.1:{dns}"}
+    argv = [*_rl(rlm), "run", "--rm", "--network", IPV6, IMAGE, "nslookup", "v6.example.test",
+            "fd00::3"]  # fmt: skip
+    result = rlm.user.run(argv, env=env)
+    assert result.returncode == 0, result
+    assert "192.0.2.77" in result.stdout
+
+
+def test_inspect_shows_the_ipv6_address(rlm: Rl) -> None:
+    import json
+
+    rlm.ok("run", "-d", "--name", "net6", "--network", IPV6, *RAW, IMAGE, "sleep", "1000")
+    try:
+        settings = json.loads(rlm.ok("inspect", "net6").stdout)[0]["NetworkSettings"]
+        assert settings["GlobalIPv6Address"] == "fd00::100"
+        assert settings["GlobalIPv6PrefixLen"] == 64
+        assert settings["IPv6Gateway"] == "fd00::2"
+        out = rlm.ok("exec", "net6", "ping6", "-c", "1", "-W", "5", "fd00::2").stdout
+        assert "1 packets received" in out
+    finally:
+        rlm.ok("rm", "-f", "net6")
+
+
+def _host_address() -> str:
+    """One of the host's own non-loopback IPv4 addresses (pinging it needs no outside network)."""
+    import subprocess
+
+    out = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True, text=True
+    ).stdout
+    for line in out.splitlines():
+        return line.split()[3].split("/")[0]
+    pytest.skip("the host has no global IPv4 address")
+
+
+def _ping_allowed(user: User) -> bool:
+    from netns.ping import ping_allowed
+
+    with open("/proc/sys/net/ipv4/ping_group_range") as file:
+        text = file.read()
+    groups = [int(g) for g in user.run(["id", "-G"]).stdout.split()]
+    return ping_allowed(text, groups)
+
+
+def test_ping_beyond_the_gateway(rlm: Rl, user: User) -> None:
+    if not _ping_allowed(user):
+        pytest.skip("net.ipv4.ping_group_range excludes the test user: no ICMP sockets")
+    address = _host_address()
+    out = rlm.ok("run", "--rm", *RAW, IMAGE, "ping", "-c", "2", "-W", "5", address).stdout
+    assert "2 packets received" in out
+
+
+def test_ping_beyond_the_gateway_without_icmp_sockets_gets_no_reply(rlm: Rl, user: User) -> None:
+    if _ping_allowed(user):
+        pytest.skip("net.ipv4.ping_group_range includes the test user")
+    address = _host_address()
+    # As under slirp4netns: no reply, and the stack keeps serving (the gateway still answers).
+    script = (
+        f"ping -c 1 -W 2 {address} >/dev/null || echo no-reply; "
+        "ping -c 1 -W 5 10.0.2.2 >/dev/null && echo gateway-answers"
+    )
+    out = rlm.ok("run", "--rm", *RAW, IMAGE, "sh", "-c", script).stdout
+    assert out.split() == ["no-reply", "gateway-answers"]

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rootless.cli.logs import merge, parse_tail, render
 from rootless.errors import RlError
@@ -36,6 +38,7 @@ from rootless.monitor.logfile import (
     split_lines,
     tail_entries,
 )
+from rootless.monitor.logwriter import encode_chunk, encode_entry
 
 NS = 1_000_000_000
 SAMPLE = (
@@ -168,6 +171,15 @@ def test_encoded_size_is_what_conmon_counts() -> None:
     ts = format_timestamp(T0, 0)
     assert len(encode_entries("stdout", b"line1\n", ts)) == 6 + 44 + 1
     assert len(encode_entries("stderr", b"xy", ts)) == 2 + 44 + 1 + 1
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"x", b"\n")))
+def test_encode_chunk_is_encode_entry_over_split_lines(chunk: bytes) -> None:
+    # The writer's fast path (no max-size) must produce exactly the per-entry bytes.
+    prefix = b"2026-12-02T15:30:40.145634835+00:00 stdout "
+    expected = b"".join(encode_entry(prefix, line, partial) for line, partial in split_lines(chunk))
+    assert encode_chunk(prefix, chunk) == expected
 
 
 # --- writing ------------------------------------------------------------------------------
