@@ -571,11 +571,16 @@ def _run_detached(options: RunOptions, store: Any, extras: dict[str, Any] | None
     """run -d: create, start under a monitor, print the ID. A start that fails leaves the
     container as podman does (exited, or removed with --rm) and exits with the cause's code."""
     from rootless.containers.create import prepare
-    from rootless.containers.lifecycle import spawn_monitor
+    from rootless.containers.lifecycle import early_monitor, spawn_monitor
 
-    prepared = prepare(options, store)
-    store.update_config(prepared.record.id, **(extras or {}))
-    spawn_monitor(store, prepared.record)
+    monitor = early_monitor()  # loads its modules meanwhile (rootless.containers.lifecycle)
+    try:
+        prepared = prepare(options, store)
+        store.update_config(prepared.record.id, **(extras or {}))
+    except BaseException:
+        monitor.cancel()
+        raise
+    spawn_monitor(store, prepared.record, early=monitor)
     print(prepared.record.id)
     return 0
 
@@ -644,18 +649,28 @@ def _run_in(prepared: Any, options: RunOptions, store: Any, cgroup_dir: str | No
             if bound:
                 store.update_config(record.id, ports=bound)
 
-    return run_container(
-        prepared.spec,
-        on_netns=on_netns,
-        mapping=prepared.mapping,
-        rootfs=prepared.rootfs,
-        tty=options.tty,
-        interactive=options.interactive,
-        sig_proxy=options.sig_proxy,
-        init=options.init,
-        on_started=started,
-        cgroup_dir=cgroup_dir,
-    )
+    # Logged like a detached run, --rm too (podman logs every container; `rl logs -f` works
+    # while it runs): ~1 ms of start-up, below what the startup bench can tell apart.
+    from rootless.containers.foreground_log import open_log
+
+    log = open_log(record.config, str(store.userdata(record.id)))
+    try:
+        return run_container(
+            prepared.spec,
+            on_netns=on_netns,
+            mapping=prepared.mapping,
+            rootfs=prepared.rootfs,
+            tty=options.tty,
+            interactive=options.interactive,
+            sig_proxy=options.sig_proxy,
+            init=options.init,
+            on_started=started,
+            cgroup_dir=cgroup_dir,
+            log=log,
+        )
+    finally:
+        if log is not None:
+            log.close()
 
 
 # --- rm ---------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from rootless.runtime.namespaces import (
 from rootless.userns import IdMapping, IdRange, apply_mapping, default_mapping
 
 if TYPE_CHECKING:
+    from rootless.runtime.tee import OutputLog
     from rootless.storage import RootfsProvider
 
 # Signals rl passes on to the container (podman's --sig-proxy); synchronous faults, job
@@ -288,11 +289,13 @@ def run_container(
     on_netns: Callable[[int], None] | None = None,
     base_dir: Path | None = None,
     cgroup_dir: str | None = None,
+    log: OutputLog | None = None,
 ) -> int:
-    """Run the container in the foreground; return the exit code podman would give."""
+    """Run the container in the foreground; return the exit code podman would give. With
+    `log`, its output also goes there (see Launch)."""
     launch = new_launch(
         spec, mapping=mapping, rootfs=rootfs, tty=tty, interactive=interactive, init=init,
-        on_netns=on_netns, base_dir=base_dir, cgroup_dir=cgroup_dir,
+        on_netns=on_netns, base_dir=base_dir, cgroup_dir=cgroup_dir, log=log,
     )  # fmt: skip
     return launch.run(sig_proxy=sig_proxy, on_started=on_started)
 
@@ -309,6 +312,7 @@ def new_launch(
     on_netns: Callable[[int], None] | None = None,
     base_dir: Path | None = None,
     cgroup_dir: str | None = None,
+    log: OutputLog | None = None,
 ) -> Launch:
     """A checked, not yet started container launch: the monitor calls start()/wait()/close()
     itself, with `stdio` its pipes (the container's output goes to the log)."""
@@ -325,6 +329,7 @@ def new_launch(
         stdio=stdio,
         on_netns=on_netns,
         cgroup_dir=cgroup_dir,
+        log=log,
     )
 
 
@@ -378,6 +383,7 @@ class Launch:
         stdio: tuple[int, int, int] | None = None,
         on_netns: Callable[[int], None] | None = None,
         cgroup_dir: str | None = None,
+        log: OutputLog | None = None,
     ) -> None:
         self.plan = plan
         # The container's cgroup (rootless.cgroups): A joins it before it makes the cgroup
@@ -393,6 +399,12 @@ class Launch:
         self.init = init
         self.winsize = plan.console_size or (terminal.window_size() if tty else None)
         self.stdio = stdio  # fds for the container's 0, 1, 2 (the monitor's pipes); None: ours
+        # A foreground run's log: the pty's output (-t), else the container's stdout and
+        # stderr become pipes to rl (`outputs`, their read ends), which copies them to its
+        # own and into the log (rootless.runtime.tee).
+        self.log = log
+        self.captures = log is not None and not tty and stdio is None
+        self.outputs: list[int] = []
         self.keeper_pid = 0  # A
         self.container_pid = 0  # B, in rl's pid namespace
         self.container_pidfd = -1  # B again, immune to pid reuse once B is gone
@@ -413,6 +425,8 @@ class Launch:
                 on_started(self.container_pid)
             if self.console is not None:
                 self._relay(self.keeper_pid, self.console)
+            elif self.outputs:
+                self._copy_outputs(self.keeper_pid)
             return self.wait()
         finally:
             self.close()
@@ -426,7 +440,7 @@ class Launch:
         master in `console` with a tty."""
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        sock_rl, sock_ct = terminal.socketpair() if self.tty else (None, None)
+        sock_rl, sock_ct = terminal.socketpair() if self.tty or self.captures else (None, None)
         rl_pid = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -450,8 +464,14 @@ class Launch:
             if failed is not None:
                 self.wait()
                 return failed
-            if sock_rl is not None:
+            if sock_rl is not None and self.tty:
                 self.console = terminal.recv_fd(sock_rl)
+            elif sock_rl is not None:  # stdout's read end, then stderr's (_send_output_pipes)
+                received = (terminal.recv_fd(sock_rl), terminal.recv_fd(sock_rl))
+                self.outputs = [fd for fd in received if fd is not None]
+            if self.stdio is not None:  # B is our child (see _run_a); A ends once B exists
+                os.waitpid(pid, 0)
+                self.keeper_pid = self.container_pid
             running = True
             return None
         finally:
@@ -462,6 +482,8 @@ class Launch:
             if not running and self.keeper_pid:
                 _kill_and_reap(pid)
                 self.keeper_pid = 0
+            if not running and self.stdio is not None and self.container_pid:
+                _kill_and_reap(self.container_pid)
 
     def wait(self) -> int:
         """Reap the keeper; the container's exit code (128+N after signal N)."""
@@ -478,6 +500,9 @@ class Launch:
         for fd in (self.container_pidfd, self.console if self.console is not None else -1):
             if fd >= 0:
                 os.close(fd)
+        for fd in self.outputs:
+            os.close(fd)
+        self.outputs = []
         self.container_pidfd = -1
         self.console = None
         if self.rootfs is not None:
@@ -515,7 +540,7 @@ class Launch:
                 os.write(go_w, b"2")
             elif kind == "P":
                 self.container_pid = int(body)
-                if self.cgroup_dir is not None:
+                if self.cgroup_dir is not None and self.stdio is None:
                     _leave_cgroup(pid)
                 try:
                     self.container_pidfd = sc.pidfd_open(self.container_pid)
@@ -554,15 +579,30 @@ class Launch:
         def resize(_sig: int, _frame: object) -> None:
             terminal.copy_window_size(master)
 
+        log = self.log
+        # podman logs a terminal's output as stdout (it has no stderr of its own).
+        tee = None if log is None else (lambda data: log.write("stdout", data))
+
         old_winch = signal.signal(signal.SIGWINCH, resize)
         try:
             if stdin_fd is not None and os.isatty(stdin_fd):
                 with terminal.raw_mode(stdin_fd):
-                    terminal.relay(master, exit_fd, stdin_fd)
+                    terminal.relay(master, exit_fd, stdin_fd, log=tee)
             else:
-                terminal.relay(master, exit_fd, stdin_fd)
+                terminal.relay(master, exit_fd, stdin_fd, log=tee)
         finally:
             signal.signal(signal.SIGWINCH, old_winch)
+            os.close(exit_fd)
+
+    def _copy_outputs(self, pid: int) -> None:
+        from rootless.runtime.tee import copy_outputs
+
+        exit_fd = sc.pidfd_open(pid)
+        outputs, self.outputs = self.outputs, []  # copy_outputs closes them
+        try:
+            streams = ((1, "stdout"), (2, "stderr"))
+            copy_outputs([(src, *streams[i]) for i, src in enumerate(outputs)], exit_fd, self.log)
+        finally:
             os.close(exit_fd)
 
     # ---- A: root of the user namespace, B's parent --------------------------------------
@@ -576,6 +616,8 @@ class Launch:
                 # The monitor's other fds (its end of the stdin pipe above all: a copy here
                 # would keep the container from ever seeing EOF) are not ours to hold.
                 keep = {status_w, go_r} | ({sock.fileno()} if sock is not None else set())
+                # ... except what the rootfs provider mounts with (the fuse helper's socket)
+                keep |= set(getattr(self.rootfs, "keeper_fds", tuple)())
                 _close_fds_except(keep)
             sc.set_process_name("rl-ns-keeper")  # tells it apart from rl in `ps`
             os.setpgid(0, 0)  # out of the terminal's foreground group: ^C is rl's to proxy
@@ -613,16 +655,26 @@ class Launch:
             os.close(go_r)
             if self.rootfs is not None:
                 self.rootfs.mount(Path(self.plan.root))
+            if self.captures:
+                _send_output_pipes(sock)
+                sock.close()
+                sock = None
             signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-            child = os.fork()
+            # Under a monitor B becomes the monitor's own child (CLONE_PARENT) and A ends: no
+            # keeper process per detached container (a waiting interpreter cost ~3 MB PSS).
+            # B's parent-death signal then follows the monitor itself; B checks the
+            # monitor's pidfd once it is armed, in case the monitor died before.
+            adopt = self.stdio is not None
+            monitor_fd = sc.pidfd_open(rl_pid) if adopt else -1
+            child = sc.clone_parent() if adopt else os.fork()
             if child == 0:
-                self._run_b(status_w, sock)
+                self._run_b(status_w, sock, monitor_fd)
             os.write(status_w, b"P%d\n" % child)
             os.close(status_w)
             if sock is not None:
                 sock.close()
-            if self.stdio is not None:  # under a monitor: memory counts, start-up does not
-                _exec_lean_waiter(child)
+            if adopt:
+                os._exit(0)
             while True:
                 pid, status = os.waitpid(child, 0)
                 if pid == child:
@@ -633,18 +685,14 @@ class Launch:
 
     # ---- B: the container's pid 1 -----------------------------------------------------------
 
-    def _run_b(self, status_w: int, sock: Any) -> NoReturn:
+    def _run_b(self, status_w: int, sock: Any, monitor_fd: int = -1) -> NoReturn:
         plan = self.plan
         try:
             # B cannot check getppid() for a dead A (pid 1 of a pid namespace sees 0); A only
-            # dies by SIGKILL, and then the pid namespace goes anyway once rl reaps it.
-            _die_with_parent(None)
+            # dies by SIGKILL, and then the pid namespace goes anyway once rl reaps it. Under
+            # a monitor (B its child) the monitor's pidfd tells instead.
+            _die_with_parent(None, monitor_fd)
             os.setsid()
-            if self.stdio is not None:
-                # A mount namespace of B's own: pivot_root moves the root of every process
-                # of the namespace, and the keeper is about to exec its lean waiter from the
-                # host's filesystem (see _exec_lean_waiter).
-                sc.unshare(sc.CLONE_NEWNS)
             self._setup_filesystem()
             null = -1
             if not self.tty and not self.interactive and self.stdio is None:
@@ -713,6 +761,19 @@ class Launch:
         run_init(child)
 
 
+def _send_output_pipes(sock: Any) -> None:
+    """A, for a foreground run that logs: the container's stdout and stderr (our 1 and 2, which
+    B inherits) become pipes, their read ends sent to rl. Made here, only after rl forked the
+    network helper (the "N" step), so that the helper holds no copy of a read end: one would
+    keep the container from ever seeing EPIPE once rl's reader went (`yes | head -1`)."""
+    for target in (1, 2):
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        os.dup2(write_end, target)  # inheritable, unlike the original
+        os.close(write_end)
+        terminal.send_fd(sock, read_end)
+        os.close(read_end)
+
+
 def _messages(fd: int) -> Iterator[str]:
     """Lines from the status pipe until end of file."""
     buffer = b""
@@ -739,11 +800,17 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _die_with_parent(parent: int | None) -> None:
-    """SIGKILL when the parent dies; if it already did (the race before prctl), die now."""
+def _die_with_parent(parent: int | None, parent_pidfd: int = -1) -> None:
+    """SIGKILL when the parent dies; if it already did (the race before prctl), die now.
+    `parent_pidfd` (readable once that process ended) serves where getppid() cannot."""
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if parent is not None and os.getppid() != parent:
         os._exit(EXIT_ERROR)
+    if parent_pidfd >= 0:
+        import select
+
+        if select.select([parent_pidfd], [], [], 0)[0]:
+            os._exit(EXIT_ERROR)
 
 
 def _set_oom_score_adj(value: int) -> None:
@@ -775,31 +842,6 @@ def _chdir(cwd: str, uid: int, gid: int) -> None:
         os.chdir(cwd)
     except OSError as exc:
         raise OSError(exc.errno, f"create working directory `{cwd}`: {exc.strerror}") from exc
-
-
-# What the keeper becomes once B exists, under a monitor: a fresh interpreter that only waits.
-# A forked keeper keeps a private copy of every page its parent writes afterwards (~6.5 MB
-# PSS per detached container, measured); a bare `python -S -I` costs ~2.5 MB. The parent-death
-# signal survives execve (nothing here is setuid or gains capabilities), so the chain
-# monitor -> keeper -> pid 1 holds. Foreground runs skip this: the waiter's start-up (~15 ms)
-# would delay reaping a short-lived container.
-_WAITER = """\
-import os, sys
-child = int(sys.argv[1])
-while True:
-    pid, status = os.waitpid(child, 0)
-    if pid == child:
-        code = os.waitstatus_to_exitcode(status)
-        os._exit(128 - code if code < 0 else code)
-"""
-
-
-def _exec_lean_waiter(child: int) -> None:
-    """Returns only when the exec failed (then the caller waits itself)."""
-    try:
-        os.execv(sys.executable, [sys.executable, "-S", "-I", "-c", _WAITER, str(child)])
-    except OSError:
-        pass
 
 
 def _close_fds_except(keep: set[int]) -> None:

@@ -18,7 +18,7 @@ import selectors
 import struct
 import termios
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rootless import syscalls as sc
@@ -131,9 +131,16 @@ def _write_all(fd: int, data: bytes) -> None:
             return  # nobody reads rl's output any more; the container keeps its terminal
 
 
-def relay(master: int, exit_fd: int, stdin_fd: int | None, stdout_fd: int = 1) -> None:
+def relay(
+    master: int,
+    exit_fd: int,
+    stdin_fd: int | None,
+    stdout_fd: int = 1,
+    log: Callable[[bytes], None] | None = None,
+) -> None:
     """Copy master -> stdout and stdin -> master until `exit_fd` (a pidfd) says the container
-    ended, then drain what it wrote last. stdin EOF becomes ^D on the container's terminal."""
+    ended, then drain what it wrote last. stdin EOF becomes ^D on the container's terminal.
+    `log` gets the container's output too (a foreground run's log)."""
     os.set_blocking(master, False)
     sel = selectors.DefaultSelector()
     sel.register(master, selectors.EVENT_READ)
@@ -147,10 +154,10 @@ def relay(master: int, exit_fd: int, stdin_fd: int | None, stdout_fd: int = 1) -
             for key, mask in sel.select():
                 fd = key.fd
                 if fd == exit_fd:
-                    _drain(master, stdout_fd)
+                    _drain(master, stdout_fd, log)
                     return
                 if fd == master:
-                    if mask & selectors.EVENT_READ and not _copy_output(master, stdout_fd):
+                    if mask & selectors.EVENT_READ and not _copy_output(master, stdout_fd, log):
                         sel.unregister(master)
                         master_open = False
                         continue
@@ -188,7 +195,7 @@ def _write_some(fd: int, data: bytes) -> int:
         raise
 
 
-def _copy_output(master: int, stdout_fd: int) -> bool:
+def _copy_output(master: int, stdout_fd: int, log: Callable[[bytes], None] | None) -> bool:
     """False once the terminal has no slave left (EIO)."""
     try:
         data = os.read(master, _CHUNK)
@@ -200,11 +207,13 @@ def _copy_output(master: int, stdout_fd: int) -> bool:
         raise
     if not data:
         return False
+    if log is not None:
+        log(data)
     _write_all(stdout_fd, data)
     return True
 
 
-def _drain(master: int, stdout_fd: int) -> None:
+def _drain(master: int, stdout_fd: int, log: Callable[[bytes], None] | None) -> None:
     while True:
         try:
             data = os.read(master, _CHUNK)
@@ -212,4 +221,6 @@ def _drain(master: int, stdout_fd: int) -> None:
             return
         if not data:
             return
+        if log is not None:
+            log(data)
         _write_all(stdout_fd, data)

@@ -320,3 +320,153 @@ def test_follow_across_rotations(rl: Rl, workdir: Path) -> None:
     assert len(odd) + len(even) > 150
     # What is left in the file is the end of the stream.
     assert rl.ok("logs", "rotating").stdout.splitlines()[-1] == "line299"
+
+
+# --- foreground runs (no -d): logged like detached ones, as podman's conmon logs them --------
+
+
+def log_entries(rl: Rl, name: str) -> list[tuple[str, str, str]]:
+    """(stream, F|P, text) of each entry of the container's ctr.log, in file order."""
+    container_id = rl.ok("inspect", "--format", "{{.Id}}", name).stdout.strip()
+    log = rl.root / "containers" / container_id / "userdata" / "ctr.log"
+    entries = []
+    for line in log.read_bytes().decode().split("\n")[:-1]:
+        _stamp, stream, kind, text = line.split(" ", 3)
+        entries.append((stream, kind, text))
+    return entries
+
+
+def test_foreground_run_is_logged(rlm: Rl) -> None:
+    script = "echo out1; echo err1 >&2; echo out2; printf tail; exit 3"
+    run = rlm("run", "--name", "fg-log", IMAGE, "sh", "-c", script)
+    # The run itself is unchanged: each stream to its own, the exit code passed on.
+    assert (run.returncode, run.stdout, run.stderr) == (3, "out1\nout2\ntail", "err1\n")
+    entries = log_entries(rlm, "fg-log")
+    # Two pipes: the order between the streams is the reader's (podman's too), each stream's
+    # own order is kept.
+    assert [e for e in entries if e[0] == "stdout"] == [
+        ("stdout", "F", "out1"),
+        ("stdout", "F", "out2"),
+        ("stdout", "P", "tail"),
+    ]
+    assert [e for e in entries if e[0] == "stderr"] == [("stderr", "F", "err1")]
+    logs = rlm.ok("logs", "fg-log")
+    assert (logs.stdout, logs.stderr) == ("out1\nout2\ntail", "err1\n")
+
+
+def test_foreground_stdin_is_passed_and_logged(rlm: Rl) -> None:
+    run = rlm("run", "-i", "--name", "fg-stdin", IMAGE, "cat", input="typed\n")
+    assert (run.returncode, run.stdout) == (0, "typed\n")
+    assert rlm.ok("logs", "fg-stdin").stdout == "typed\n"
+
+
+@pytest.mark.parametrize("driver", ["none", "passthrough"])
+def test_foreground_without_log(rlm: Rl, driver: str) -> None:
+    name = f"fg-{driver}"
+    script = "echo x; echo y >&2"
+    run = rlm("run", "--name", name, "--log-driver", driver, IMAGE, "sh", "-c", script)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "x\n", "y\n")
+    container_id = rlm.ok("inspect", "--format", "{{.Id}}", name).stdout.strip()
+    assert not (rlm.root / "containers" / container_id / "userdata" / "ctr.log").exists()
+    result = rlm("logs", name)
+    assert result.returncode == 125
+    assert result.stderr == (
+        f"Error: this container is using the '{driver}' log driver, cannot read logs: "
+        "this container is not logging output\n"
+    )
+
+
+def test_foreground_max_size(rlm: Rl) -> None:
+    script = "for i in 1 2 3 4 5 6 7; do echo line$i; done"
+    run = rlm("run", "--name", "fg-rotate", "--log-opt", "max-size=200", IMAGE, "sh", "-c", script)
+    assert run.stdout == "".join(f"line{i}\n" for i in range(1, 8))
+    # What rotation left (podman: entries of 51 bytes, so at most 3 in 200 bytes) is the end.
+    logged = rlm.ok("logs", "fg-rotate").stdout.splitlines()
+    assert 1 <= len(logged) <= 3 and logged[-1] == "line7"
+
+
+def test_foreground_epipe_ends_the_container(rlm: Rl) -> None:
+    """`rl run IMG yes | head -1`: once head is gone the container must end, as it did when
+    it wrote to the pipe itself (a hang here fails on the timeout)."""
+    import shlex
+
+    command = shlex.join(_argv(rlm, "run", "--name", "fg-yes", IMAGE, "yes")) + " | head -1"
+    result = subprocess.run(
+        ["sh", "-c", command], capture_output=True, timeout=60, cwd="/", check=False
+    )
+    assert result.stdout == b"y\n"
+    assert rlm.ok("inspect", "--format", "{{.State.Status}}", "fg-yes").stdout == "exited\n"
+
+
+def test_foreground_binary_output_intact(rlm: Rl) -> None:
+    """20 MB of random bytes through rl's copy to a pipe, and back out of the log."""
+    import hashlib
+
+    script = (
+        "head -c 20000000 /dev/urandom > /tmp/data && sha256sum < /tmp/data >&2 && cat /tmp/data"
+    )
+    run = subprocess.run(
+        _argv(rlm, "run", "--name", "fg-binary", IMAGE, "sh", "-c", script),
+        capture_output=True,
+        timeout=300,
+        cwd="/",
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = run.stderr.split()[0].decode()
+    assert len(run.stdout) == 20_000_000
+    assert hashlib.sha256(run.stdout).hexdigest() == expected
+    # rl logs gives the bytes back: F entries end with the newline, P entries do not.
+    logs = subprocess.run(
+        _argv(rlm, "logs", "fg-binary"), capture_output=True, timeout=300, cwd="/", check=False
+    )
+    assert logs.returncode == 0, logs.stderr[-2000:]
+    assert hashlib.sha256(logs.stdout).hexdigest() == expected
+
+
+def test_foreground_tty_is_logged_as_stdout(rlm: Rl) -> None:
+    run = rlm("run", "-t", "--name", "fg-tty", IMAGE, "sh", "-c", "echo ttyout; echo ttyerr >&2")
+    assert (run.returncode, run.stdout) == (0, "ttyout\r\nttyerr\r\n")
+    # A terminal has one stream: podman logs it as stdout, "\r" and all.
+    assert log_entries(rlm, "fg-tty") == [
+        ("stdout", "F", "ttyout\r"),
+        ("stdout", "F", "ttyerr\r"),
+    ]
+    assert rlm.ok("logs", "fg-tty").stdout == "ttyout\r\nttyerr\r\n"
+
+
+def test_follow_a_foreground_run(rlm: Rl) -> None:
+    """`rl logs -f` on a container running in the foreground elsewhere prints what it wrote
+    and ends with it."""
+    script = "echo one; read x; echo two"
+    run = subprocess.Popen(
+        _argv(rlm, "run", "-i", "--name", "fg-follow", IMAGE, "sh", "-c", script),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd="/",
+    )
+    follow: subprocess.Popen[bytes] | None = None
+    try:
+        assert run.stdin is not None and run.stdout is not None
+        assert run.stdout.readline() == b"one\n"  # running, and "one" is logged by now
+        follow = subprocess.Popen(
+            _argv(rlm, "logs", "-f", "fg-follow"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+        )
+        assert follow.stdout is not None
+        assert follow.stdout.readline() == b"one\n"
+        run.stdin.write(b"go\n")
+        run.stdin.close()
+        out, err = follow.communicate(timeout=60)
+        assert follow.returncode == 0, err
+        assert out == b"two\n"
+        assert run.wait(timeout=60) == 0
+    finally:
+        for proc in (run, follow):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
