@@ -8,7 +8,8 @@ mmdebstrap; 4 layers). They are pushed once to Debian's docker-registry on 127.0
 end-to-end tests' fixture). Every timed run pulls into a new, empty store as the test user:
 rl with `--root`, podman with `--root`/`--runroot`, skopeo into a fresh OCI directory (it only
 fetches: no unpacking, the floor for any puller). The order alternates between rounds; the
-first round is a warm-up. Prints medians and the ratios.
+first round is a warm-up. Prints medians (wall time, and CPU time: the machine is shared) and
+the ratios.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +95,13 @@ def tool_commands(
     return tools
 
 
+def children_cpu() -> float:
+    """User + system seconds of the waited-for processes so far (a tool and what it waited for;
+    not a process left running, such as rootless podman's pause process)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--reps", type=int, default=5, help="timed runs per tool (default 5)")
@@ -128,16 +138,22 @@ def main() -> int:
             )
             tools = tool_commands(rl, ref, args.podman_driver, skopeo=use_skopeo)
             samples = {name: Samples(name) for name in tools}
+            cpu: dict[str, list[float]] = {name: [] for name in tools}
             for round_number in range(args.warmup + args.reps):
                 order = list(tools) if round_number % 2 == 0 else list(reversed(tools))
                 for name in order:
                     with fresh_dir(user, "rl-bench-pull-") as store:
+                        before = children_cpu()
                         seconds = timed(user, tools[name](store))
+                        cpu_seconds = children_cpu() - before
                     os.sync()  # the next run should not pay for writing back this one's pages
                     if round_number >= args.warmup:
                         samples[name].seconds.append(seconds)
+                        cpu[name].append(cpu_seconds)
             for name in tools:
                 print(samples[name].row())
+            for name in tools:  # the machine is shared: CPU time is steadier than wall time
+                print(f"{name:<14} CPU median {statistics.median(cpu[name]):7.3f} s (user+sys)")
             # The machine is shared: medians only compare within a run, at this load.
             print("load average (1/5/15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
             print(ratio_line(samples["rl pull"], samples["podman pull"]))

@@ -37,9 +37,8 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
 
 from rootless import syscalls
 from rootless.errors import RlError
@@ -89,8 +88,8 @@ class _Refused(Exception):
     """An entry the layer may not contain; str() says why (the caller adds layer and entry)."""
 
 
-@dataclass(frozen=True)
-class Unpacked:
+# A NamedTuple rather than a dataclass: cheaper to create at import (issue 5).
+class Unpacked(NamedTuple):
     """What unpacking a layer found: regular-file content bytes, the uncompressed tar's size,
     and how the blob was compressed ("gzip", "zstd" or "none")."""
 
@@ -872,53 +871,50 @@ class NamespaceWorkers:
     """
 
     def __init__(self, mapping: IdMapping | None = None) -> None:
-        from rootless.userns import apply_mapping, default_mapping
+        """Starts the helper and returns at once: the helper has its id maps written itself
+        (newuidmap/newgidmap are setuid execs, 10-30 ms), so rl can work meanwhile (`rl pull`
+        imports its network stack). `ready` (or the first job) waits for the outcome."""
+        from rootless.userns import default_mapping
 
         mapping = mapping or default_mapping()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the helper
             code = 1
             try:
                 ours.close()
                 os.close(ready_r)
-                os.close(go_w)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                syscalls.unshare(syscalls.CLONE_NEWUSER)
-                os.write(ready_w, b"1")
-                if os.read(go_r, 1) == b"1":
+                problem = _enter_namespace(mapping)
+                if not problem:
                     _become_root()
+                os.write(ready_w, problem.encode() or READY)
+                os.close(ready_w)
+                if not problem:
                     _serve_jobs(theirs)
                     code = 0
             finally:
                 os._exit(code)
         theirs.close()
         os.close(ready_w)
-        os.close(go_r)
         self._pid: int | None = pid
         self._control = ours
+        self._ready = ready_r  # -1 once read
+
+    def ready(self) -> None:
+        """Wait until the helper is root of its namespace and takes jobs; raises RlError when
+        it cannot be (then the helper is gone)."""
+        if self._ready < 0:
+            return
         try:
-            if os.read(ready_r, 1) != b"1":
-                raise RlError(
-                    "cannot create a user namespace: unprivileged user namespaces may be "
-                    "disabled (see `rl doctor`)"
-                )
-            try:
-                apply_mapping(pid, mapping)
-            except OSError as exc:
-                raise RlError(f"cannot write the id maps of the user namespace: {exc}") from exc
-            os.write(go_w, b"1")
-        except BaseException:
-            os.close(go_w)  # first: the helper waits on it, and close() waits for the helper
-            go_w = -1
-            self.close()
-            raise
+            answer = _read_to_end(self._ready)
         finally:
-            os.close(ready_r)
-            if go_w >= 0:
-                os.close(go_w)
+            os.close(self._ready)
+            self._ready = -1
+        if answer != READY:
+            self.close()
+            raise RlError(answer.decode(errors="replace") or NO_NAMESPACE)
 
     def __enter__(self) -> NamespaceWorkers:
         return self
@@ -931,6 +927,7 @@ class NamespaceWorkers:
         it to `outcome` when read to the end). `fds` stay open here: close them yourself."""
         import pickle
 
+        self.ready()
         result_r, result_w = os.pipe2(os.O_CLOEXEC)
         try:
             payload = pickle.dumps((fn, args))
@@ -956,6 +953,9 @@ class NamespaceWorkers:
 
     def close(self) -> None:
         """Let the helper finish: it waits for its workers, then exits."""
+        if self._ready >= 0:
+            os.close(self._ready)
+            self._ready = -1
         if self._pid is None:
             return
         self._control.close()
@@ -974,6 +974,59 @@ def outcome(data: bytes) -> Any:
     if ok:
         return value
     raise value
+
+
+READY = b"ready"  # what the helper answers when it takes jobs (else why not, or nothing)
+NO_NAMESPACE = (
+    "cannot create a user namespace: unprivileged user namespaces may be disabled (see `rl doctor`)"
+)
+
+
+def _enter_namespace(mapping: IdMapping) -> str:
+    """In the helper: unshare a user namespace and have the id maps written by a child forked
+    first (it stays outside the namespace, as newuidmap's caller must); "" or what failed."""
+    from rootless.userns import apply_mapping
+
+    helper = os.getpid()
+    go_r, go_w = os.pipe()
+    result_r, result_w = os.pipe()
+    mapper = os.fork()
+    if mapper == 0:
+        code = 1
+        try:
+            os.close(go_w)
+            os.close(result_r)
+            if os.read(go_r, 1) == b"1":
+                try:
+                    apply_mapping(helper, mapping)
+                    text = READY.decode()
+                except RlError as exc:
+                    text = exc.message
+                except OSError as exc:
+                    text = f"cannot write the id maps of the user namespace: {exc}"
+                os.write(result_w, text.encode())
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    os.close(result_w)
+    try:
+        try:
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
+        except OSError:
+            return NO_NAMESPACE
+        os.write(go_w, b"1")
+    finally:
+        os.close(go_w)  # (without the go-ahead the mapper exits)
+        try:
+            answer = _read_to_end(result_r)
+        finally:
+            os.close(result_r)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(mapper, 0)
+    if answer == READY:
+        return ""
+    return answer.decode(errors="replace") or "the process writing the id maps died"
 
 
 def _become_root() -> None:

@@ -19,9 +19,8 @@ import importlib.util
 import json
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from rootless.errors import RlError
 from rootless.registry.auth import Credentials, repository_scope
@@ -54,8 +53,9 @@ CONFIG_SIZE_LIMIT = 8 << 20
 # --- pure planning --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LayerPlan:
+# NamedTuples rather than dataclasses: `rl pull` imports this module, and creating a
+# dataclass costs ~0.5-1 ms on Python 3.11 (issue 5); `x._replace()` is dataclasses.replace.
+class LayerPlan(NamedTuple):
     descriptor: Descriptor
     diff_id: str
     fetch: bool  # False: the store already has the blob (or an earlier layer fetches it)
@@ -126,8 +126,7 @@ def zstd_available() -> bool:
 # --- options and output -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PullOptions:
+class PullOptions(NamedTuple):
     platform: Platform | None = None
     verify_tls: bool | None = None  # None: registries.conf decides
     authfile: str | None = None
@@ -151,18 +150,31 @@ def _terminal_width(stream: TextIO | None = None) -> int:
         return shutil.get_terminal_size().columns
 
 
-@dataclass
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 class Progress:
     """podman's progress lines on stderr (nothing with -q). On a pipe podman names each blob
     by its full digest as the copy starts; on a terminal each blob gets a progress bar (size,
-    speed, ETA; `bars`) that ends as `Copying blob 3f4d90098f5b done`."""
+    speed, ETA; `bars`) that ends as `Copying blob 3f4d90098f5b done`. (A plain class, like
+    the two below: a dataclass would cost ~1 ms to create at import.)"""
 
-    quiet: bool = False
-    tty: bool = field(default_factory=lambda: sys.stderr.isatty())
-    write: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
-    bars: bool = False  # draw bars with `raw_write` (a terminal's stderr)
-    raw_write: Callable[[str], None] = _stderr_raw
-    board: Board | None = None
+    def __init__(
+        self,
+        quiet: bool = False,
+        tty: bool | None = None,  # None: whether stderr is a terminal
+        write: Callable[[str], None] = _stderr_line,
+        bars: bool = False,  # draw bars with `raw_write` (a terminal's stderr)
+        raw_write: Callable[[str], None] = _stderr_raw,
+        board: Board | None = None,
+    ) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.write = write
+        self.bars = bars
+        self.raw_write = raw_write
+        self.board = board
 
     @classmethod
     def for_stderr(cls, quiet: bool) -> Progress:
@@ -213,8 +225,7 @@ class Progress:
         self.line("Storing signatures")
 
 
-@dataclass
-class Fetched:
+class Fetched(NamedTuple):
     """What the async part hands the store: all blobs staged and verified."""
 
     name: str
@@ -275,7 +286,7 @@ def pull_all_tags(text: str, options: PullOptions) -> list[str]:
         raise RlError("tag can't be used with --all-tags/-a")
     config = load_registries_config()
     [qualified, *_] = resolve_candidates(ref, config)
-    repository = replace(qualified, tag=None, digest=None)
+    repository = qualified._replace(tag=None, digest=None)
     insecure = (
         is_insecure_registry(repository.domain, config)
         if options.verify_tls is None
@@ -366,6 +377,9 @@ def _pull_candidate(
         import rootless.registry.quickimport  # noqa: F401  # isort: skip  (before trio)
         import trio
 
+        # newuidmap/newgidmap wrote the helper's id maps during those imports; a failure there
+        # is reported before any network error.
+        workers.ready()
         unpacked: dict[str, Unpacked] = {}  # by diff-id, in staging (kept across mirrors)
         failures: list[RlError] = []
         for source in registry_for(ref, config).pull_sources():  # mirrors first
@@ -414,9 +428,8 @@ def _pull_candidate(
         store.discard_staging_dir(staging_dir)
 
 
-@dataclass
-class Staging:
-    """Where a pull puts what it fetched, and who unpacks it."""
+class Staging(NamedTuple):
+    """Where a pull puts what it fetched, and who unpacks it (`unpacked` is filled in)."""
 
     directory: Path
     workers: NamespaceWorkers
