@@ -10,6 +10,9 @@ Sans-IO core (no sockets; everything takes `now` and returns actions):
 - `netns.config`: slirp's addresses (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3, MTU 65520)
   and per-container limits (`NetConfig`).
 - `netns.tcp`: the stack's end of one container TCP connection (`TcpConnection`).
+- `netns.sendbuffer`: its send buffer, which lends segments views of the host's bytes
+  (`SendBuffer`), and reused memory for host sockets to receive into (`RecvArena`).
+- `netns.fastpath`: zero-copy parsing of established IPv4/IPv6 TCP frames.
 - `netns.stack`: the per-container demultiplexer (`Stack`) a driver feeds with TAP frames and
   host socket events.
 - `netns.resolvconf`: resolv.conf parsing (the host's resolvers, the container's file).

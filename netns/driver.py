@@ -46,6 +46,7 @@ from netns._record import Record
 from netns.config import DNS_PORT, NetConfig
 from netns.ping import PingRelay
 from netns.resolvconf import host_resolvers, read_resolv_conf
+from netns.sendbuffer import RecvArena
 from netns.stack import (
     DnsQuery,
     OpenTcp,
@@ -223,7 +224,7 @@ class NetDriver:
         self._on_finished = on_finished
         self._selector: selectors.BaseSelector | None = None
         self._tap_events = 0
-        self._frames: deque[tuple[bytes, bool]] = deque()  # frame, partial TCP checksum
+        self._frames: deque[SendFrame] = deque()
         self._queue: deque[StackAction] = deque()
         self._applying = False
         self._now = clock()
@@ -241,6 +242,7 @@ class NetDriver:
         if self._resolvers and config.dns_upstream == self._resolvers[0][0]:
             self._dns_tcp = self._resolvers[0]
         self._pings: PingRelay | None = None  # ICMP echo beyond the gateway (netns.ping)
+        self._arena = RecvArena(HOST_READ_CHUNK)
 
     # --- hosting ----------------------------------------------------------------------------------
 
@@ -401,20 +403,25 @@ class NetDriver:
             self._resume_paused()
         self._update_tap()
 
-    def _write(self, frame: bytes, partial_checksum: bool) -> None:
+    def _write(self, frame: SendFrame) -> None:
+        # One writev of the parts: a TCP payload goes from the send buffer to the device
+        # uncopied (see SendFrame); the TAP takes a frame whole or not at all.
+        head, payload = frame.head, frame.payload
         if self._vnet:
             header = _VNET_PLAIN
-            if partial_checksum:
-                ipv6 = frame[12:14] == _IPV6_ETHERTYPE
+            if frame.partial_checksum:
+                ipv6 = head[12:14] == _IPV6_ETHERTYPE
                 header = _VNET_PARTIAL_TCP6 if ipv6 else _VNET_PARTIAL_TCP
-            os.writev(self._tap, (header, frame))
+            os.writev(self._tap, (header, head, payload) if payload else (header, head))
+        elif payload:
+            os.writev(self._tap, (head, payload))
         else:
-            os.write(self._tap, frame)
+            os.write(self._tap, head)
 
-    def _send_frame(self, frame: bytes, partial_checksum: bool) -> None:
+    def _send_frame(self, frame: SendFrame) -> None:
         if not self._frames:
             try:
-                self._write(frame, partial_checksum)
+                self._write(frame)
                 self.stats.frames_out += 1
                 return
             except BlockingIOError:
@@ -425,14 +432,14 @@ class NetDriver:
         if len(self._frames) >= MAX_QUEUED_FRAMES:
             self.stats.frames_dropped += 1
             return
-        self._frames.append((frame, partial_checksum))
+        self._frames.append(frame)
         self._update_tap()
 
     def _flush_frames(self) -> None:
         frames = self._frames
         while frames:
             try:
-                self._write(*frames[0])
+                self._write(frames[0])
                 self.stats.frames_out += 1
             except BlockingIOError:
                 return
@@ -458,7 +465,7 @@ class NetDriver:
             while queue and not self.finished:
                 action = queue.popleft()
                 if isinstance(action, SendFrame):
-                    self._send_frame(action.frame, action.partial_checksum)
+                    self._send_frame(action)
                 elif isinstance(action, TcpDeliver):
                     self._tcp_deliver(action.flow_id, action.data)
                 elif isinstance(action, OpenTcp):
@@ -534,8 +541,16 @@ class NetDriver:
         space = stack.host_send_space(flow.flow_id)
         if space <= 0 or flow.host_eof:
             return
+        data: bytes | memoryview
         try:
-            data = flow.sock.recv(min(space, HOST_READ_CHUNK))
+            # Into reused memory when there is some (netns.sendbuffer.RecvArena): the bytes
+            # then go to the TAP device from where the kernel put them.
+            view = self._arena.space()
+            if view is None:
+                data = flow.sock.recv(min(space, HOST_READ_CHUNK))
+            else:
+                data = self._arena.take(flow.sock.recv_into(view, min(space, len(view))))
+                del view
         except BlockingIOError:
             return
         except OSError:
@@ -548,7 +563,7 @@ class NetDriver:
             flow.host_eof = True
             self._apply(stack.host_closed(flow.flow_id, self._now))
 
-    def _tcp_deliver(self, flow_id: int, data: bytes) -> None:
+    def _tcp_deliver(self, flow_id: int, data: bytes | memoryview) -> None:
         flow = self._tcp.get(flow_id)
         if flow is None:
             return
@@ -616,6 +631,8 @@ class NetDriver:
 
     def _forget_flow(self, flow: _TcpFlow) -> None:
         del self._tcp[flow.flow_id]
+        if not self._tcp:
+            self._arena.trim()
         self._paused.discard(flow.flow_id)
         flow.events = self._watch(flow.sock, flow.events, 0, _ignore)
 

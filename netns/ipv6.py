@@ -174,11 +174,12 @@ class IPv6Packet(Record):
             raw=raw,
         )
 
-    def header(self) -> bytes:
-        """The fixed header, for a packet without extension headers."""
+    def header(self, payload_length: int | None = None) -> bytes:
+        """The fixed header, for a packet without extension headers (`payload_length`: see
+        IPv4Packet.header)."""
         return _IPV6.pack(
             (6 << 28) | (self.traffic_class << 20),
-            len(self.payload),
+            len(self.payload) if payload_length is None else payload_length,
             self.protocol,
             self.hop_limit,
             self.src,

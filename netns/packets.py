@@ -239,12 +239,16 @@ class IPv4Packet(Record):
             tos=tos,
         )
 
-    def header(self) -> bytes:
+    def header(self, payload_length: int | None = None) -> bytes:
+        """The header; `payload_length`: of a payload longer than `payload` (the rest sent
+        after it, as a separate part of the frame)."""
+        if payload_length is None:
+            payload_length = len(self.payload)
         flags = (FLAG_DF if self.dont_fragment else 0) | (FLAG_MF if self.more_fragments else 0)
         fields = [
             0x45,
             self.tos,
-            IPV4_HEADER_LEN + len(self.payload),
+            IPV4_HEADER_LEN + payload_length,
             self.identification,
             flags | (self.fragment_offset // 8),
             self.ttl,
@@ -475,7 +479,7 @@ class TcpSegment(Record):
         ack: int,
         flags: int,
         window: int,
-        payload: bytes = b"",
+        payload: bytes | memoryview = b"",
         options: TcpOptions = NO_OPTIONS,
         urgent: int = 0,
     ) -> None:
@@ -516,6 +520,11 @@ class TcpSegment(Record):
     def build(self, src: bytes, dst: bytes, *, partial_checksum: bool = False) -> bytes:
         """The segment; with `partial_checksum`, its checksum field holds only the pseudo-header's
         sum, for the receiver's kernel to complete (CHECKSUM_PARTIAL, virtio-net NEEDS_CSUM)."""
+        return self.header(src, dst, partial_checksum=partial_checksum) + self.payload
+
+    def header(self, src: bytes, dst: bytes, *, partial_checksum: bool = False) -> bytes:
+        """The segment's header (with options) alone, its checksum covering the payload as
+        `build`'s does: for a frame written in parts, the payload not copied into it."""
         options = self.options.build() if self.options is not NO_OPTIONS else b""
         if len(options) % 4:
             options += b"\x00" * (4 - len(options) % 4)
@@ -537,4 +546,4 @@ class TcpSegment(Record):
         else:
             head = _TCP.pack(*fields) + options
             fields[7] = checksum(pseudo_header(src, dst, PROTO_TCP, length), head, self.payload)
-        return b"".join((_TCP.pack(*fields), options, self.payload))
+        return _TCP.pack(*fields) + options

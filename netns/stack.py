@@ -5,7 +5,8 @@ echo) and terminates every TCP connection and UDP flow the container opens, aski
 relay them through host sockets (NAT by proxy, as slirp does). It does no I/O: the driver feeds it
 frames, host events and the time, and carries out the actions it returns:
 
-- `SendFrame(frame)`: write an Ethernet frame to the TAP device;
+- `SendFrame(head, partial_checksum, payload)`: write the Ethernet frame head + payload to the
+  TAP device;
 - `OpenTcp(flow_id, dst)`: connect a host TCP socket to dst (the container's destination; the
   gateway address maps to 127.0.0.1 when `allow_host_loopback`, the DNS address port 53 to
   `dns_upstream`), then call `tcp_connected` or `tcp_connect_failed`;
@@ -44,7 +45,7 @@ from collections.abc import Callable
 from netns import tcp
 from netns._record import Record
 from netns.config import DNS_PORT, NetConfig
-from netns.fastpath import parse_tcp4
+from netns.fastpath import parse_tcp4, parse_tcp6
 from netns.ipv6 import (
     ICMPV6_DEST_UNREACHABLE,
     ICMPV6_ECHO_REPLY,
@@ -103,20 +104,32 @@ from netns.reassembly import Reassembler
 HOST_LOOPBACK = "127.0.0.1"
 HOST_LOOPBACK6 = "::1"
 _ZERO_MAC = bytes(6)
+_ETHERTYPE_IPV6_BYTES = ETHERTYPE_IPV6.to_bytes(2, "big")
 
 Endpoint = tuple[str, int]
 
 
 class SendFrame(Record):
-    """`partial_checksum`: an Ethernet + IPv4 (20 bytes) or IPv6 (40 bytes, no extension
-    headers) + TCP frame whose TCP checksum the receiving kernel must complete (only with
+    """An Ethernet frame in two parts, `head` then `payload`: a TCP segment's payload stays the
+    view into the connection's send buffer it was taken as (netns.sendbuffer), for the driver
+    to write both with one os.writev, so that its bytes are never copied in Python.
+    `partial_checksum`: an Ethernet + IPv4 (20 bytes) or IPv6 (40 bytes, no extension headers)
+    + TCP frame whose TCP checksum the receiving kernel must complete (only with
     `NetConfig.checksum_offload`)."""
 
-    __slots__ = ("frame", "partial_checksum")
+    __slots__ = ("head", "partial_checksum", "payload")
 
-    def __init__(self, frame: bytes, partial_checksum: bool = False) -> None:
-        self.frame = frame
+    def __init__(
+        self, head: bytes, partial_checksum: bool = False, payload: bytes | memoryview = b""
+    ) -> None:
+        self.head = head
         self.partial_checksum = partial_checksum
+        self.payload = payload
+
+    @property
+    def frame(self) -> bytes:
+        """The whole frame, joined (a copy: for tests and diagnostics, not the data path)."""
+        return self.head + self.payload if self.payload else self.head
 
 
 class OpenTcp(Record):
@@ -130,7 +143,7 @@ class OpenTcp(Record):
 class TcpDeliver(Record):
     __slots__ = ("data", "flow_id")
 
-    def __init__(self, flow_id: int, data: bytes) -> None:
+    def __init__(self, flow_id: int, data: bytes | memoryview) -> None:
         self.flow_id = flow_id
         self.data = data
 
@@ -282,7 +295,7 @@ class Stack:
     def receive_frame(self, frame: bytes | memoryview, now: float) -> list[StackAction]:
         """Handle one Ethernet frame from the container. Malformed frames are dropped."""
         if not self.config.verify_checksums:
-            fast = self._receive_tcp4_fast(memoryview(frame), now)
+            fast = self._receive_tcp_fast(memoryview(frame), now)
             if fast is not None:
                 return fast
         try:
@@ -301,12 +314,18 @@ class Stack:
             pass
         return []
 
-    def _receive_tcp4_fast(self, frame: memoryview, now: float) -> list[StackAction] | None:
-        """A segment of an open IPv4 connection, parsed without copies (netns.fastpath); None:
-        not such a frame, take the general path (new connections, TIME-WAIT, everything else).
-        The connection's key implies the destination checks the general path makes."""
+    def _receive_tcp_fast(self, frame: memoryview, now: float) -> list[StackAction] | None:
+        """A segment of an open IPv4 or IPv6 connection, parsed without copies
+        (netns.fastpath); None: not such a frame, take the general path (new connections,
+        TIME-WAIT, everything else). The connection's key implies the destination checks the
+        general path makes (an IPv6 key's address is 16 bytes, an IPv4 one's 4: never equal)."""
         config = self.config
-        parsed = parse_tcp4(frame, config.gateway_mac, config.container_ip)
+        if frame[12:14] == _ETHERTYPE_IPV6_BYTES:
+            if not config.ipv6:
+                return None
+            parsed = parse_tcp6(frame, config.gateway_mac, config.container_ip6)
+        else:
+            parsed = parse_tcp4(frame, config.gateway_mac, config.container_ip)
         if parsed is None:
             return None
         src_mac, dst, seg = parsed
@@ -604,19 +623,21 @@ class Stack:
         for action in actions:
             if isinstance(action, tcp.Transmit):
                 segment, config = action.segment, self.config
-                if len(remote) == 16:  # never fragmented: the MSS fits the MTU
-                    partial = config.checksum_offload and self.container_mac is not None
-                    payload = segment.build(remote, config.container_ip6, partial_checksum=partial)
-                    out.extend(
-                        self._ip_frames(remote, PROTO_TCP, payload, partial_checksum=partial)
-                    )
-                    continue
                 partial = config.checksum_offload and self.container_mac is not None
-                payload = segment.build(remote, config.container_ip, partial_checksum=partial)
-                if partial and IPV4_HEADER_LEN + len(payload) > config.mtu:  # to be fragmented
-                    partial = False
-                    payload = segment.build(remote, config.container_ip)
-                out.extend(self._ip_frames(remote, PROTO_TCP, payload, partial_checksum=partial))
+                local = config.container_ip6 if len(remote) == 16 else config.container_ip
+                header = segment.header(remote, local, partial_checksum=partial)
+                # IPv6 is never fragmented (the MSS fits the MTU); IPv4 only with a small MTU,
+                # and then in one piece with a complete checksum.
+                if len(remote) == 4 and IPV4_HEADER_LEN + len(header) + len(segment.payload) > (
+                    config.mtu
+                ):
+                    out.extend(self._ip_frames(remote, PROTO_TCP, segment.build(remote, local)))
+                    continue
+                out.extend(
+                    self._ip_frames(
+                        remote, PROTO_TCP, header, partial_checksum=partial, tail=segment.payload
+                    )
+                )
             elif isinstance(action, tcp.DeliverToHost):
                 out.append(TcpDeliver(flow_id, action.data))
             elif isinstance(action, tcp.HostEOF):
@@ -650,7 +671,7 @@ class Stack:
             return 0
         return max(0, min(conn.send_space, self.config.max_buffered_bytes - self.buffered_bytes()))
 
-    def host_data(self, flow_id: int, data: bytes, now: float) -> list[StackAction]:
+    def host_data(self, flow_id: int, data: bytes | memoryview, now: float) -> list[StackAction]:
         """Bytes read from the host socket; at most `host_send_space(flow_id)`."""
         conn = self._conn(flow_id)
         if conn is None:
@@ -807,12 +828,19 @@ class Stack:
         return SendFrame(frame.build())
 
     def _ip_frames(
-        self, src: bytes, protocol: int, payload: bytes, *, partial_checksum: bool = False
+        self,
+        src: bytes,
+        protocol: int,
+        payload: bytes,
+        *,
+        partial_checksum: bool = False,
+        tail: bytes | memoryview = b"",
     ) -> list[StackAction]:
-        """Frames carrying `payload` from `src` to the container, fragmented to the MTU (IPv4)
-        or dropped when too big for it (IPv6: the stack sends no fragments)."""
+        """Frames carrying `payload` + `tail` from `src` to the container, fragmented to the MTU
+        (IPv4) or dropped when too big for it (IPv6: the stack sends no fragments). `tail` goes
+        out as the frame's second part, uncopied (it must fit the MTU unfragmented)."""
         if len(src) == 16:
-            return self._ip6_frames(src, protocol, payload, partial_checksum)
+            return self._ip6_frames(src, protocol, payload, partial_checksum, tail)
         if self.container_mac is None:
             return [self._arp_for_container()]  # the packet is lost; TCP and UDP users retry
         self._ip_id = (self._ip_id + 1) & 0xFFFF
@@ -824,21 +852,30 @@ class Stack:
             identification=self._ip_id,
         )
         head = self.container_mac + self.config.gateway_mac + ETHERTYPE_IPV4.to_bytes(2, "big")
-        if IPV4_HEADER_LEN + len(payload) <= self.config.mtu:
-            return [SendFrame(b"".join((head, packet.header(), payload)), partial_checksum)]
+        size = len(payload) + len(tail)
+        if IPV4_HEADER_LEN + size <= self.config.mtu:
+            header = packet.header(size) if tail else packet.header()
+            return [SendFrame(b"".join((head, header, payload)), partial_checksum, tail)]
         return [SendFrame(head + piece.build()) for piece in fragment(packet, self.config.mtu)]
 
     def _ip6_frames(
-        self, src: bytes, protocol: int, payload: bytes, partial_checksum: bool = False
+        self,
+        src: bytes,
+        protocol: int,
+        payload: bytes,
+        partial_checksum: bool = False,
+        tail: bytes | memoryview = b"",
     ) -> list[StackAction]:
         if self.container_mac is None:
             return [self._solicit_container()]  # the packet is lost; TCP and UDP users retry
-        if IPV6_HEADER_LEN + len(payload) > self.config.mtu:
+        size = len(payload) + len(tail)
+        if IPV6_HEADER_LEN + size > self.config.mtu:
             return []
         config = self.config
         packet = IPv6Packet(src, config.container_ip6, protocol, payload)
         head = self.container_mac + config.gateway_mac + ETHERTYPE_IPV6.to_bytes(2, "big")
-        return [SendFrame(b"".join((head, packet.header(), payload)), partial_checksum)]
+        header = packet.header(size) if tail else packet.header()
+        return [SendFrame(b"".join((head, header, payload)), partial_checksum, tail)]
 
 
 def _is_routable(address: bytes) -> bool:

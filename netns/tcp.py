@@ -29,6 +29,7 @@ import enum
 
 from netns._record import Record
 from netns.packets import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
+from netns.sendbuffer import SendBuffer
 
 _MASK = 0xFFFFFFFF
 MIN_RTO = 0.2  # Linux's floor; RFC 6298's 1 s is meant for the open Internet
@@ -77,7 +78,7 @@ class DeliverToHost(Record):
 
     __slots__ = ("data",)
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.data = data
 
 
@@ -151,11 +152,9 @@ class TcpConnection:
         self.snd_wnd = syn.window  # never scaled in a SYN
         self.snd_wl1 = syn.seq
         self.snd_wl2 = self.iss
-        self._buffer = bytearray()
-        # Acknowledged bytes still at the front of _buffer: removed in bulk (see _forget_acked)
-        # rather than per ACK, since deleting a bytearray's head makes CPython copy the rest
-        # (and the next append copy it again) - measured, 16% of an inbound transfer's time.
-        self._dead = 0
+        # The host's bytes as they came (netns.sendbuffer): segments carry views into them, so
+        # a payload is not copied between the host socket and the TAP device.
+        self._buffer = SendBuffer()
         self._buffer_seq = (self.iss + 1) & _MASK
         self._fin_queued = False
         self.cwnd = 10 * self.send_mss
@@ -204,10 +203,10 @@ class TcpConnection:
     def host_connect_failed(self, now: float) -> list[TcpAction]:
         return self.abort(now)
 
-    def send(self, data: bytes, now: float) -> list[TcpAction]:
+    def send(self, data: bytes | memoryview, now: float) -> list[TcpAction]:
         if len(data) > self.send_space:
             raise ValueError("send() beyond send_space")
-        self._buffer += data
+        self._buffer.append(data)
         actions: list[TcpAction] = []
         self._output(now, actions)
         return actions
@@ -406,7 +405,7 @@ class TcpConnection:
             actions.append(self._ack())
         return actions
 
-    def _deliver(self, payload: bytes, actions: list[TcpAction]) -> None:
+    def _deliver(self, payload: bytes | memoryview, actions: list[TcpAction]) -> None:
         """Deliver in-order bytes at rcv_nxt, and whatever held segments they make contiguous."""
         chunks = [payload] if payload else []
         self.rcv_nxt = (self.rcv_nxt + len(payload)) & _MASK
@@ -419,11 +418,11 @@ class TcpConnection:
                 chunks.append(fresh)
                 self.rcv_nxt = (self.rcv_nxt + len(fresh)) & _MASK
         if chunks:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self.undelivered += len(data)
-            actions.append(DeliverToHost(data))
+            delivered = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.undelivered += len(delivered)
+            actions.append(DeliverToHost(delivered))
 
-    def _hold_out_of_order(self, seq: int, payload: bytes) -> None:
+    def _hold_out_of_order(self, seq: int, payload: bytes | memoryview) -> None:
         """Keep a segment that arrived ahead of a hole (it lies within the advertised window, so
         the receive buffer covers it). Sorted by distance from rcv_nxt; bounded in count."""
         held = self._out_of_order
@@ -552,9 +551,7 @@ class TcpConnection:
                         break  # sender-side silly window avoidance: wait for the window
                     fin = self._fin_queued and size == unsent
                     flags = ACK | (PSH if size == unsent else 0) | (FIN if fin else 0)
-                    start = self._dead + sent
-                    with memoryview(self._buffer) as view:
-                        data = bytes(view[start : start + size])
+                    data = self._buffer.peek(sent, size)
                     self._transmit(self._segment(flags, self.snd_nxt, data), now, actions)
                 elif unsent == 0 and self._fin_queued and not self._fin_in_flight_or_sent():
                     self._transmit(self._segment(ACK | FIN, self.snd_nxt), now, actions)
@@ -578,17 +575,11 @@ class TcpConnection:
 
     def _queued(self) -> int:
         """Bytes from the host not yet acknowledged by the container (sent or not)."""
-        return len(self._buffer) - self._dead
+        return len(self._buffer)
 
     def _forget_acked(self, count: int) -> None:
         self._buffer_seq = (self._buffer_seq + count) & _MASK
-        self._dead += count
-        if self._dead == len(self._buffer):
-            self._buffer.clear()
-            self._dead = 0
-        elif self._dead >= len(self._buffer) // 2:  # amortised: at most a byte moved per byte acked
-            del self._buffer[: self._dead]
-            self._dead = 0
+        self._buffer.drop(count)
 
     def _fin_in_flight_or_sent(self) -> bool:
         return seq_diff(self.snd_nxt, self._buffer_seq) > self._queued()
@@ -622,7 +613,7 @@ class TcpConnection:
         self,
         flags: int,
         seq: int,
-        payload: bytes = b"",
+        payload: bytes | memoryview = b"",
         *,
         with_ack: bool = True,
         window: int | None = None,
@@ -683,8 +674,7 @@ class TcpConnection:
         self.cwnd = self.ssthresh
         self._rtt_seq = None
         offset = seq_diff(self.snd_una, self._buffer_seq)
-        start = self._dead + offset
-        data = bytes(self._buffer[start : start + self.send_mss])
+        data = self._buffer.peek(offset, self.send_mss)
         if not data and not self._fin_queued:
             return
         fin = self._fin_queued and offset + len(data) == self._queued()
@@ -711,7 +701,6 @@ class TcpConnection:
         self.state = State.CLOSED
         self._rto_deadline = self._persist_deadline = self._time_wait_deadline = None
         self._buffer.clear()
-        self._dead = 0
         self._out_of_order.clear()
         self.undelivered = self._held_bytes = 0
         self._report_closed(actions, reset=reset)

@@ -646,3 +646,21 @@ def test_batch_ack_carried_by_data_and_duplicate_acks_not_deferred() -> None:
     [dup] = container.tcp_replies(container.tcp(REMOTE_IP, ahead))
     assert dup.ack == 111
     assert stack.end_batch(0.0) == []
+
+
+@pytest.mark.parametrize("offload", [False, True])
+def test_host_data_goes_out_uncopied_after_the_headers(offload: bool) -> None:
+    """The payload of a segment is a view into the bytes the host socket gave (no copy in
+    Python; the driver writes head and payload with one writev), and head + payload is the
+    frame the general builder would have made."""
+    stack, container = new_stack(verify_checksums=False)
+    flow_id, syn_ack = open_connection(stack, container)  # its checks verify checksums
+    stack.config = stack.config.replace(checksum_offload=offload)
+    data = bytes(range(256)) * 16  # three segments of the MSS (1460)
+    action, *_rest = stack.host_data(flow_id, data, 0.0)
+    assert isinstance(action, SendFrame) and action.partial_checksum is offload
+    assert isinstance(action.payload, memoryview) and action.payload.obj is data
+    assert len(action.head) == 14 + 20 + 20
+    packet = IPv4Packet.parse(EthernetFrame.parse(action.frame).payload)
+    segment = TcpSegment.parse(packet.payload, packet.src, packet.dst, verify=not offload)
+    assert segment.payload == data[:1460] and segment.seq == syn_ack.seq + 1
