@@ -15,7 +15,15 @@ small lower layer on the same disk. Every repetition gets a fresh upper dir and 
   bench/load.py caches in bench/results/; files from /usr without mmdebstrap).
 
 Needs `fuse-overlayfs` (`apt-get install fuse-overlayfs`) for that column. Other work on the
-machine (a test suite) moves every number: run it on an idle machine.
+machine (a test suite) moves every number: run it on an idle machine. The helpers' CPU time per
+row (user + system, from /proc) is printed too: it moves far less with the machine's load than
+the wall-clock times do, and it is where the two FUSE helpers differ (the requests are the same).
+
+The disk rows that create files (creates, tar x) also depend on where ext4 puts the new inodes:
+on a file system without a journal (this machine's) every allocation first skips the group's
+recently deleted inodes (a minute, five while dirty), so a row run soon after a large delete in
+the same block group (the previous repetition's, or another program's) can take several times
+as long. The repetitions alternate the order of the implementations; compare medians.
 """
 
 from __future__ import annotations
@@ -59,8 +67,18 @@ def _layers(base: Path) -> tuple[Path, str]:
     return merged, f"lowerdir={lower},upperdir={upper},workdir={work}"
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a running process (0 without one: the kernel's overlay)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 @contextmanager
-def _mount(kind: str, merged: Path, options: str) -> Iterator[Path]:
+def _mount(kind: str, merged: Path, options: str) -> Iterator[int | None]:
+    """Mounted at `merged`; yields the FUSE helper's pid (None for the kernel's overlay)."""
     from rootless import syscalls
 
     helper: subprocess.Popen[bytes] | None = None
@@ -75,7 +93,7 @@ def _mount(kind: str, merged: Path, options: str) -> Iterator[Path]:
                 raise RuntimeError(f"{program} did not mount")
             time.sleep(0.01)
     try:
-        yield merged
+        yield helper.pid if helper is not None else None
     finally:
         syscalls.umount(merged, syscalls.MNT_DETACH)
         if helper is not None:
@@ -200,9 +218,10 @@ NEEDS = {"cold-stat": "creates", "warm-stat": "cold-stat", "rm": "creates"}
 NEEDS |= {"cold-read": "write", "warm-read": "cold-read"}
 
 
-def measure(
-    base: str, kinds: list[str], rows: list[str], reps: int, tarball: str
-) -> dict[str, dict[str, list[float]]]:
+Results = dict[str, dict[str, dict[str, list[float]]]]  # "wall"/"cpu" -> row -> kind -> s
+
+
+def measure(base: str, kinds: list[str], rows: list[str], reps: int, tarball: str) -> Results:
     """Runs as root of a user namespace with its own mount namespace."""
     from rootless import syscalls
 
@@ -210,19 +229,21 @@ def measure(
     wanted = set(rows)
     while missing := {NEEDS[r] for r in wanted if r in NEEDS} - wanted:
         wanted |= missing
-    results: dict[str, dict[str, list[float]]] = {r: {k: [] for k in kinds} for r in rows}
+    results: Results = {m: {r: {k: [] for k in kinds} for r in rows} for m in ("wall", "cpu")}
     for rep in range(reps):
         for kind in kinds if rep % 2 == 0 else list(reversed(kinds)):
             where = Path(base) / f"{kind}-{rep}"
             where.mkdir()
             merged, options = _layers(where)
             for stage in stages(Path(tarball)):
-                with _mount(kind, merged, options):
+                with _mount(kind, merged, options) as helper:
                     for row, workload in stage.items():
                         if row in wanted:
+                            cpu = _cpu_seconds(helper)
                             seconds = workload(merged)
-                            if row in results:
-                                results[row][kind].append(seconds)
+                            if row in rows:
+                                results["wall"][row][kind].append(seconds)
+                                results["cpu"][row][kind].append(_cpu_seconds(helper) - cpu)
                 subprocess.run(["sync"], check=False)
             shutil.rmtree(where)
     return results
@@ -251,8 +272,9 @@ def rootfs_tarball() -> Path:
     return synthetic
 
 
-def report(results: dict[str, dict[str, list[float]]], reps: int) -> None:
-    for row, by_kind in results.items():
+def report(results: Results, reps: int) -> None:
+    cpu = results["cpu"]
+    for row, by_kind in results["wall"].items():
         print(f"== {ROWS[row]} (n={reps})")
         samples = {kind: Samples(kind, seconds) for kind, seconds in by_kind.items()}
         for s in samples.values():
@@ -261,18 +283,33 @@ def report(results: dict[str, dict[str, list[float]]], reps: int) -> None:
         for other in ("fuse-overlayfs", "kernel"):
             if ours is not None and other in samples:
                 print("  " + ratio_line(ours, samples[other]))
+        helpers = [k for k in by_kind if k != "kernel"]
+        if helpers:
+            print("  helper CPU (user+sys) median: ", end="")
+            print(", ".join(f"{k} {Samples(k, cpu[row][k]).median:.2f} s" for k in helpers))
+    table(results["wall"], "median seconds")
+    if any(k != "kernel" for k in next(iter(cpu.values()))):
+        print()
+        table(cpu, "helper CPU seconds")
+
+
+def table(results: dict[str, dict[str, list[float]]], title: str) -> None:
     kinds = list(next(iter(results.values())))
     print()
-    head = f"{'median seconds':<22}" + "".join(f"{k:>16}" for k in kinds)
+    head = f"{title:<22}" + "".join(f"{k:>16}" for k in kinds)
     ratios = [k for k in ("fuse-overlayfs", "kernel") if k in kinds and "fuseoverlay" in kinds]
     print(head + "".join(f"{'fo / ' + k:>22}" for k in ratios))
     for row, by_kind in results.items():
         medians = {k: Samples(k, v).median for k, v in by_kind.items()}
         line = f"{ROWS[row]:<22}" + "".join(f"{medians[k]:>16.3f}" for k in kinds)
-        line += "".join(f"{medians['fuseoverlay'] / medians[k]:>22.2f}" for k in ratios)
+        line += "".join(f"{_ratio(medians['fuseoverlay'], medians[k]):>22}" for k in ratios)
         print(line)
     if ratios:
         print("(ratios of times: below 1 fuseoverlay is faster, above 1 slower)")
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}" if theirs else "-"  # the kernel's overlay has no helper CPU
 
 
 def main() -> int:

@@ -53,17 +53,16 @@ def _os_errors() -> Iterator[None]:
         raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
 
 
-@dataclass(eq=False)
 class OpenFile:
-    fd: int
-    node: Node
-    layer: int
-    flags: int
-    privileges_dropped: bool = False  # setuid/setgid cleared before the first write
+    __slots__ = ("fd", "flags", "layer", "node", "privileges_dropped", "writable")
 
-    @property
-    def writable(self) -> bool:
-        return self.flags & os.O_ACCMODE != os.O_RDONLY
+    def __init__(self, fd: int, node: Node, layer: int, flags: int) -> None:
+        self.fd = fd
+        self.node = node
+        self.layer = layer
+        self.flags = flags
+        self.writable = flags & os.O_ACCMODE != os.O_RDONLY
+        self.privileges_dropped = False  # setuid/setgid cleared before the first write
 
 
 @dataclass(eq=False)
@@ -105,6 +104,9 @@ class OverlayFS(pyfuse3.Operations):
         root = resolve_entry(range(len(self.layers.roots)), self._observer(b""))
         assert root is not None and root.is_dir, "the upper dir must be a directory"
         self.table = InodeTable(root.dir_layers)
+        self._nodes = self.table.by_ino  # read on every request
+        # Identity id maps (no uidmapping/gidmapping): no translation per reply.
+        self._map_ids = bool(self.uids.ranges or self.gids.ranges)
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, OpenDir] = {}
         self._next_fh = 1
@@ -137,7 +139,7 @@ class OverlayFS(pyfuse3.Operations):
         return observe
 
     def _node(self, ino: int) -> Node:
-        node = self.table.get(ino)
+        node = self._nodes.get(ino)
         if node is None:
             raise _fail(errno.ENOENT)
         return node
@@ -179,15 +181,16 @@ class OverlayFS(pyfuse3.Operations):
         return resolve_entry(lowers, observe) is not None
 
     def _stat(self, node: Node) -> os.stat_result:
-        if not node.names:  # unlinked but still open: its path may now name something else
-            open_file = self._open_file_of(node)
-            if open_file is None:
-                raise _fail(errno.ENOENT)
-            return os.fstat(open_file.fd)
-        st = self.layers.lstat(node.layer, node.path)
-        if st is None:
+        if node.names:
+            try:
+                return os.lstat(self.layers.real(node.layer, node.path))
+            except (FileNotFoundError, NotADirectoryError):
+                raise _fail(errno.ENOENT) from None
+        # Unlinked but still open: its path may now name something else.
+        open_file = self._open_file_of(node)
+        if open_file is None:
             raise _fail(errno.ENOENT)
-        return st
+        return os.fstat(open_file.fd)
 
     def _open_file_of(self, node: Node) -> OpenFile | None:
         best = None
@@ -197,17 +200,21 @@ class OverlayFS(pyfuse3.Operations):
         return best
 
     def _attrs(self, node: Node, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        # The busiest few lines of the process (every reply with attributes): each assignment
+        # is a call into pyfuse3; a new EntryAttributes has generation 0 already.
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = node.ino
-        attr.generation = 0
-        attr.entry_timeout = self.timeout
-        attr.attr_timeout = self.timeout
+        attr.entry_timeout = attr.attr_timeout = self.timeout
         attr.st_mode = st.st_mode
         # A merged directory's link count would be a guess (lower subdirectories do not count
         # in the upper's): 1 says "unknown", as kernel overlayfs reports it.
         attr.st_nlink = 1 if node.is_dir and len(node.dir_layers) > 1 else st.st_nlink
-        attr.st_uid = self.uids.to_inner(st.st_uid)
-        attr.st_gid = self.gids.to_inner(st.st_gid)
+        if self._map_ids:
+            attr.st_uid = self.uids.to_inner(st.st_uid)
+            attr.st_gid = self.gids.to_inner(st.st_gid)
+        else:
+            attr.st_uid = st.st_uid
+            attr.st_gid = st.st_gid
         attr.st_rdev = st.st_rdev
         attr.st_size = st.st_size
         attr.st_blksize = st.st_blksize
@@ -338,15 +345,13 @@ class OverlayFS(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         node = self._node(inode)
-        changes = (
-            fields.update_size
-            or fields.update_uid
-            or fields.update_gid
-            or fields.update_mode
-            or fields.update_atime
-            or fields.update_mtime
-        )
-        if not changes:  # e.g. the ctime the writeback cache keeps: nothing to store
+        # Each `fields.update_*` read is a call into pyfuse3: read once (three of these come
+        # for every file tar writes).
+        size, mode = fields.update_size, fields.update_mode
+        uid_given, gid_given = fields.update_uid, fields.update_gid
+        atime_given, mtime_given = fields.update_atime, fields.update_mtime
+        if not (size or uid_given or gid_given or mode or atime_given or mtime_given):
+            # e.g. the ctime the writeback cache keeps: nothing to store
             return self._attrs(node, self._stat(node))
         open_file = self._files.get(fh) if fh is not None else None
         if not node.names:
@@ -354,43 +359,41 @@ class OverlayFS(pyfuse3.Operations):
             if open_file is None or open_file.layer != UPPER:
                 # Unlinked and open only on a lower layer. The kernel's writeback cache
                 # still flushes the times it kept; they have nowhere to go.
-                if fields.update_size or fields.update_mode:
-                    raise _fail(errno.EROFS)
-                if fields.update_uid or fields.update_gid:
+                if size or mode or uid_given or gid_given:
                     raise _fail(errno.EROFS)
                 return self._attrs(node, self._stat(node))
             target: int | bytes = open_file.fd
         else:
-            self._copy_up(node, size=attr.st_size if fields.update_size else None)
+            if node.layer != UPPER:
+                self._copy_up(node, size=attr.st_size if size else None)
             if open_file is not None and open_file.layer == UPPER:
                 target = open_file.fd  # f*() calls (tar's): no path to walk
             else:
                 target = self._real(node)
         by_fd = isinstance(target, int)  # a descriptor is never a symlink's
-        partial_times = fields.update_atime != fields.update_mtime
         st = None
-        if partial_times or (not by_fd and (fields.update_mode or fields.update_size)):
+        if atime_given != mtime_given or (not by_fd and (mode or size)):
             st = os.fstat(target) if isinstance(target, int) else self._stat(node)
-            if stat.S_ISLNK(st.st_mode) and fields.update_mode:
+            if mode and stat.S_ISLNK(st.st_mode):
                 raise _fail(errno.EOPNOTSUPP)
-        if fields.update_size:
+        if size:
             if open_file is not None and open_file.writable:
                 os.ftruncate(open_file.fd, attr.st_size)
             else:  # a read-only descriptor cannot truncate: the name can
                 os.truncate(self._real(node) if node.names else target, attr.st_size)
-            if not fields.update_mode and (st is None or stat.S_ISREG(st.st_mode)):
+            if not mode and (st is None or stat.S_ISREG(st.st_mode)):
                 self._drop_privileges(target)
-        if fields.update_uid or fields.update_gid:
-            uid = self.uids.to_outer(attr.st_uid) if fields.update_uid else -1
-            gid = self.gids.to_outer(attr.st_gid) if fields.update_gid else -1
+        if uid_given or gid_given:
+            uid = self.uids.to_outer(attr.st_uid) if uid_given else -1
+            gid = self.gids.to_outer(attr.st_gid) if gid_given else -1
             if uid is None or gid is None:
                 raise _fail(errno.EINVAL)
             os.chown(target, uid, gid, follow_symlinks=by_fd)
-        if fields.update_mode:
+        if mode:
             os.chmod(target, stat.S_IMODE(attr.st_mode))
-        if fields.update_atime or fields.update_mtime:
-            atime = attr.st_atime_ns if fields.update_atime or st is None else st.st_atime_ns
-            mtime = attr.st_mtime_ns if fields.update_mtime or st is None else st.st_mtime_ns
+        if atime_given or mtime_given:
+            atime = attr.st_atime_ns if atime_given or st is None else st.st_atime_ns
+            mtime = attr.st_mtime_ns if mtime_given or st is None else st.st_mtime_ns
             os.utime(target, ns=(atime, mtime), follow_symlinks=by_fd)
         final = os.fstat(target) if isinstance(target, int) else self._stat(node)
         return self._attrs(node, final)
@@ -692,8 +695,8 @@ class OverlayFS(pyfuse3.Operations):
         return os.pread(self._file(fh).fd, size, off)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        open_file = self._file(fh)
-        if not open_file.writable:
+        open_file = self._files.get(fh)
+        if open_file is None or not open_file.writable:
             raise _fail(errno.EBADF)
         if not open_file.privileges_dropped:
             self._drop_privileges(open_file.fd)
@@ -825,17 +828,19 @@ def _guarded(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., 
     """An OSError answers its errno (so the busiest handlers need no `_os_errors`), and an
     unexpected exception EIO instead of ending the session (and the mount)."""
 
+    fuse_error = pyfuse3.FUSEError  # a closure cell: no module attribute lookup per error
+
     @functools.wraps(method)
     async def handler(*args: Any) -> Any:
         try:
             return await method(*args)
-        except pyfuse3.FUSEError:
+        except fuse_error:
             raise
         except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+            raise fuse_error(exc.errno or errno.EIO) from None
         except Exception:
             log.exception("%s failed", name)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise fuse_error(errno.EIO) from None
 
     return handler
 

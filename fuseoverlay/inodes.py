@@ -48,19 +48,19 @@ class InodeTable:
     def __init__(self, root_layers: tuple[int, ...]) -> None:
         self._next = ROOT_INODE + 1
         root = Node(ROOT_INODE, b"", root_layers[0], True, root_layers, {b""}, lookups=1)
-        self._by_ino: dict[int, Node] = {ROOT_INODE: root}
+        self.by_ino: dict[int, Node] = {ROOT_INODE: root}  # public: read on every request
         self._by_path: dict[bytes, Node] = {b"": root}
         self._by_real: dict[tuple[int, int], Node] = {}
 
     @property
     def root(self) -> Node:
-        return self._by_ino[ROOT_INODE]
+        return self.by_ino[ROOT_INODE]
 
     def __len__(self) -> int:
-        return len(self._by_ino)
+        return len(self.by_ino)
 
     def get(self, ino: int) -> Node | None:
-        return self._by_ino.get(ino)
+        return self.by_ino.get(ino)
 
     def at(self, path: bytes) -> Node | None:
         return self._by_path.get(path)
@@ -81,7 +81,7 @@ class InodeTable:
                 return same
         node = Node(self._next, path, layer, is_dir, dir_layers, {path})
         self._next += 1
-        self._by_ino[node.ino] = node
+        self.by_ino[node.ino] = node
         self._by_path[path] = node
         self.set_real_key(node, real_key)
         return node
@@ -148,7 +148,7 @@ class InodeTable:
         node.lookups += 1
 
     def forget(self, ino: int, count: int) -> None:
-        node = self._by_ino.get(ino)
+        node = self.by_ino.get(ino)
         if node is None or ino == ROOT_INODE:
             return
         node.lookups = max(0, node.lookups - count)
@@ -157,6 +157,6 @@ class InodeTable:
     def _drop_if_unused(self, node: Node) -> None:
         if node.lookups or node.names or node.ino == ROOT_INODE:
             return
-        del self._by_ino[node.ino]
+        del self.by_ino[node.ino]
         if node.real_key is not None and self._by_real.get(node.real_key) is node:
             del self._by_real[node.real_key]
