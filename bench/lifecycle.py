@@ -2,6 +2,7 @@
 container costs, against podman in the same run.
 
     sudo /opt/rl/venv/bin/python bench/lifecycle.py [-n 20] [--containers 50] [--no-podman]
+        [--network slirp4netns] [--publish 80] [--rl-storage-driver fuse]
 
 Runs as the unprivileged test user (tests/harness.py), like bench/startup.py: the same minimal
 busybox image (tests/images.py) is loaded into a fresh rl store (`--root`) and a fresh podman
@@ -16,8 +17,10 @@ process, counted with the container).
 2. Memory of one idle detached container: PSS (/proc/PID/smaps_rollup, read as root) summed over
    every process that exists for it, i.e. the runner's process tree without the container's own
    processes (`sleep`, the same for both): rl's monitor (its lean watcher phase; the container's
-   pid 1 is its child, there is no keeper process any more); podman's conmon (and
-   slirp4netns/rootlessport with a network, found by the container's netns path). podman's
+   pid 1 is its child, there is no keeper process any more), with `-p` its port dialer and
+   with `--rl-storage-driver fuse` its fuseoverlay helper (both the monitor's children);
+   podman's conmon (and slirp4netns with a network, found by the container's netns path;
+   rootlessport with `-p`, whose child is in the container's netns). podman's
    rootless pause process (which holds its user namespace) is shared by all containers of the
    user: reported apart. Then the same with --containers of them running at once (PSS splits
    pages shared between processes, so the per-container figure falls with more containers).
@@ -72,9 +75,16 @@ class Tool:
         return self.run(user, ["run", "-d", *self.run_flags, IMAGE, *COMMAND], cwd=cwd)
 
 
-def make_tools(work: Path, podman_driver: str, network: str) -> dict[str, Tool]:
+def make_tools(
+    work: Path, podman_driver: str, network: str, publish: str = "", rl_driver: str = ""
+) -> dict[str, Tool]:
     flags = [] if network == "default" else ["--network", network]
-    rl = Tool("rl", [rl_binary(), "--root", str(work / "rl")], flags, "rootless.monitor")
+    if publish:
+        flags += ["-p", publish]
+    rl_base = [rl_binary(), "--root", str(work / "rl")]
+    if rl_driver:
+        rl_base += ["--storage-driver", rl_driver]
+    rl = Tool("rl", rl_base, flags, "rootless.monitor")
     podman = Tool(
         "podman",
         [
@@ -238,6 +248,10 @@ def role(tool: str, pid: int, table: dict[int, int], runner: int) -> str:
         return "conmon" if tool == "podman" else "monitor"
     if tool == "rl" and table.get(pid) == runner and "rootless.monitor" in cmdline(pid):
         return "keeper"
+    if tool == "rl" and "rootless.storage.fuse" in cmdline(pid):
+        return "fuse helper"
+    if tool == "rl" and " -I -c " in cmdline(pid):
+        return "port dialer"  # netns.ports.NamespaceDialer's helper
     return os.path.basename(cmdline(pid).split(" ")[0]) or f"pid {pid}"
 
 
@@ -263,6 +277,10 @@ def container_processes(tool: Tool, user: User, cwd: Path, container: str) -> li
         and mark in cmdline(pid)
         and tool.runner_mark not in cmdline(table[pid])  # the topmost: not the keeper
     ]
+    if tool.name == "rl" and not runners and tool.runner_mark in cmdline(table.get(inner, 0)):
+        # A monitor started before its container existed (run -d) names it in its cmdline
+        # only once it exec'd the watcher; the container's pid 1 is its child in any case.
+        runners = [table[inner]]
     if len(runners) != 1:
         raise BenchError(f"{tool.name} {container}: expected one runner process, got {runners}")
     runner = runners[0]
@@ -272,8 +290,24 @@ def container_processes(tool: Tool, user: User, cwd: Path, container: str) -> li
         for pid in table:
             if sandbox in cmdline(pid):
                 own |= subtree(pid, table)
+    if tool.name == "podman":
+        # rootlessport (-p) names no container: it is the one whose child lives in the
+        # container's network namespace.
+        netns = netns_of(inner)
+        for pid in table:
+            if "rootlessport" in cmdline(pid) and netns in {
+                netns_of(p) for p in subtree(pid, table)
+            }:
+                own |= subtree(pid, table)
     own -= subtree(inner, table)
     return [(role(tool.name, pid, table, runner), pid) for pid in sorted(own)]
+
+
+def netns_of(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return f"gone {pid}"
 
 
 def podman_pause(user: User) -> int | None:
@@ -381,6 +415,14 @@ def main() -> int:
         help="--network for both tools (default none; slirp4netns: user-mode networking; "
         "default: no flag)",
     )
+    parser.add_argument(
+        "--publish",
+        default="",
+        help="-p for both tools, e.g. 80 (a free host port each; podman: rootlessport)",
+    )
+    parser.add_argument(
+        "--rl-storage-driver", default="", help="rl's --storage-driver (e.g. fuse; default: rl's)"
+    )
     parser.add_argument("--no-podman", action="store_true", help="measure rl alone")
     parser.add_argument("--skip-cycle", action="store_true", help="memory only")
     parser.add_argument("--skip-memory", action="store_true", help="cycle time only")
@@ -395,7 +437,9 @@ def main() -> int:
         check=False,
     )
     with fresh_dir(user, "rl-bench-lifecycle-") as work:
-        tools = make_tools(work, args.podman_driver, args.network)
+        tools = make_tools(
+            work, args.podman_driver, args.network, args.publish, args.rl_storage_driver
+        )
         if args.no_podman or not shutil.which("podman"):
             del tools["podman"]
         load_image(tools, user, work)

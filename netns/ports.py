@@ -295,30 +295,37 @@ DialCallback = Callable[[socket.socket | None, int], None]
 # The helper is a fresh interpreter (python -S -I) running this code, not a fork: a forked child
 # comes to own every page of the parent's heap the parent writes to afterwards (~6 MB measured
 # under load), a minimal interpreter ~2.5-3 MB private, whatever the parent holds. It imports only
-# _socket and ctypes (for setns: Python 3.11 has no os.setns). Its channel is fd 3; argv[1] is
-# the pid whose namespaces it joins. Requests: b"tcp PORT" / b"udp PORT"; answers: b"ok CODE"
+# _socket and ctypes (for setns: Python 3.11 has no os.setns), and once it joined the namespaces
+# it execs itself again (argv[2] "joined") to serve without ctypes (~0.3 MB private less, for
+# the container's whole life). Its channel is fd 3; argv[1] is the pid whose namespaces it joins.
+# Requests: b"tcp PORT" / b"udp PORT"; answers: b"ok CODE"
 # with a non-blocking socket connected to 127.0.0.1:PORT there (CODE 115, EINPROGRESS: a TCP
 # connect still under way), or b"error ERRNO [text]".
 HELPER_CODE = r"""
 import _socket, os, sys
 pid = int(sys.argv[1])
 channel = _socket.socket(fileno=3)
-try:
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    def join(kind, flag):
-        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
-        if libc.setns(fd, flag) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"setns {kind}: {os.strerror(code)}")
-        os.close(fd)
-    own, target = os.stat("/proc/self/ns/user"), os.stat(f"/proc/{pid}/ns/user")
-    if (own.st_dev, own.st_ino) != (target.st_dev, target.st_ino):
-        join("user", 0x10000000)
-    join("net", 0x40000000)
-except OSError as exc:
-    channel.send(f"error {exc.errno or 5} {exc.strerror or exc}".encode())
-    sys.exit(1)
+if sys.argv[2:] != ["joined"]:
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        def join(kind, flag):
+            fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+            if libc.setns(fd, flag) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"setns {kind}: {os.strerror(code)}")
+            os.close(fd)
+        own, target = os.stat("/proc/self/ns/user"), os.stat(f"/proc/{pid}/ns/user")
+        if (own.st_dev, own.st_ino) != (target.st_dev, target.st_ino):
+            join("user", 0x10000000)
+        join("net", 0x40000000)
+        with open("/proc/self/cmdline", "rb") as file:
+            args = file.read().split(b"\0")
+        code = args[args.index(b"-c") + 1]
+        os.execv(sys.executable, [sys.executable, "-S", "-I", "-c", code, str(pid), "joined"])
+    except OSError as exc:
+        channel.send(f"error {exc.errno or 5} {exc.strerror or exc}".encode())
+        sys.exit(1)
 channel.send(b"ready")
 kinds = {b"tcp": _socket.SOCK_STREAM, b"udp": _socket.SOCK_DGRAM}
 rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS)
@@ -385,6 +392,27 @@ class NamespaceDialer:
             detail = text[2] if len(text) == 3 else "the helper exited"
             raise OSError(code, f"joining process {pid}'s network namespace: {detail}")
         ours.setblocking(False)
+
+    @classmethod
+    def adopt(cls, pid: int, channel: socket.socket, target: int) -> NamespaceDialer:
+        """The dialer whose helper (our child `pid`, in process `target`'s namespaces, talking
+        over `channel`) another incarnation of this process started: the per-container
+        monitor hands it over across an exec (rootless.monitor.helpers). Not registered."""
+        dialer = cls.__new__(cls)
+        dialer.target = target
+        dialer.pid = pid
+        dialer._channel = channel
+        dialer._pending = deque()
+        dialer._outbox = deque()
+        dialer._events = 0
+        dialer._selector = None
+        dialer.closed = False
+        channel.setblocking(False)
+        return dialer
+
+    def channel_fd(self) -> int:
+        """The fd of the channel to the helper (what `adopt` takes after an exec)."""
+        return self._channel.fileno()
 
     def register(self, selector: selectors.BaseSelector) -> None:
         if self._selector is not None:
@@ -892,6 +920,32 @@ class PortPublisher:
             for sock in sockets:
                 sock.close()
             raise
+
+    @classmethod
+    def adopt(
+        cls, sockets: Sequence[tuple[str, socket.socket, int]], dialer: NamespaceDialer
+    ) -> PortPublisher:
+        """A publisher over host sockets bound before (`host_sockets` of a publisher in the
+        process before an exec: the per-container monitor's, rootless.monitor.helpers); it
+        owns `dialer` (close() stops it). Not registered."""
+        publisher = cls([], dialer=dialer)
+        publisher._own_dialer = True
+        for protocol, sock, container_port in sockets:
+            sock.setblocking(False)
+            host_ip, port = sock.getsockname()[:2]
+            host_ip = "" if host_ip == "0.0.0.0" else host_ip
+            publisher.bound.append(PortMapping(host_ip, port, container_port, protocol))
+            if protocol == "tcp":
+                publisher._listeners.append((sock, container_port))
+            else:
+                publisher._relays.append(_UdpRelay(publisher, sock, container_port))
+        return publisher
+
+    def host_sockets(self) -> list[tuple[str, socket.socket, int]]:
+        """(protocol, host socket, container port) of each published port, for `adopt`."""
+        return [("tcp", sock, port) for sock, port in self._listeners] + [
+            ("udp", relay.outer, relay.container_port) for relay in self._relays
+        ]
 
     def register(self, selector: selectors.BaseSelector) -> None:
         """Start: accept and relay through `selector` (keys carry callables taking the mask)."""

@@ -1,9 +1,9 @@
 """A container's user-mode network (`--network slirp4netns`): rl's side of netns/.
 
 When the container's network namespace exists (the executor's on_netns hook, before the
-container's command starts), `attach` creates and configures the TAP device in it and
-returns a `netns.driver.NetDriver` serving it. Who hosts the driver:
-- a detached container's monitor, in its own selector loop (no extra process);
+container's command starts), the TAP device is created and configured in it (`tap_settings`)
+and a `netns.driver.NetDriver` serves it (`driver_for`). Who hosts the driver:
+- a detached container's monitor, in its watcher's selector loop (no extra process);
 - a foreground `rl run`: `serve_in_child` forks a small process that serves the driver
   until the TAP device goes away with the container's namespace (or rl dies).
 """
@@ -89,16 +89,11 @@ def upstream_resolvers(environ: Mapping[str, str]) -> list[tuple[str, int]] | No
     return resolvers
 
 
-def attach(keeper_pid: int, options: Mapping[str, str]) -> NetDriver:
-    """TAP in the network namespace of `keeper_pid`, and the driver for it (not yet
-    registered with a selector). OSError when the TAP cannot be made."""
+def driver_for(tap_fd: int, options: Mapping[str, str]) -> NetDriver:
+    """The driver serving the TAP device `tap_fd` (not yet registered with a selector)."""
     from netns.driver import NetDriver
 
-    return NetDriver(
-        _open_tap(keeper_pid, options),
-        _config(options),
-        resolvers=upstream_resolvers(os.environ),
-    )
+    return NetDriver(tap_fd, _config(options), resolvers=upstream_resolvers(os.environ))
 
 
 def parse_ports(specs: list[str]) -> list[Any]:
@@ -152,7 +147,6 @@ def serve_in_child(
         try:
             import selectors
 
-            from netns.driver import NetDriver
             from rootless import syscalls as sc
             from rootless.errors import RlError
             from rootless.runtime.process import reset_signals
@@ -173,7 +167,7 @@ def serve_in_child(
             bound = bound_ports(publisher) if publisher is not None else []
             os.write(report_w, json.dumps({"ports": bound}).encode())
             os.close(report_w)
-            driver = NetDriver(tap_fd, _config(options), resolvers=upstream_resolvers(os.environ))
+            driver = driver_for(tap_fd, options)
             with selectors.DefaultSelector() as selector:
                 driver.register(selector)
                 if publisher is not None:

@@ -15,8 +15,10 @@
     container; then it execs the starter again (`--exited CODE`) to record the exit, tell
     attach clients, apply the restart policy (`restart`: start again, back to the watcher)
     or clean up (remove an --rm container). What crosses each exec is fds and KEY=VALUE
-    words (`Watcher.handoff`). Where something cannot cross (a fuse driver's helper process,
-    `-p` port publishers) the starter runs the same Watcher in its own process instead.
+    words (`Watcher.handoff`), and the container's helper processes, the monitor's children
+    (a fuse driver's helper; `-p` port publishers: host sockets and a dialer in the
+    container's netns), by pid and fds (`rootless.monitor.helpers`). Only when the exec
+    fails does the starter run the same Watcher in its own process.
 - No keeper process: the executor's namespace keeper creates the container's pid 1 with
   CLONE_PARENT, so it is the monitor's own child, and ends (rootless.runtime.executor). The
   parent-death signal of pid 1 then follows the monitor (exec keeps it armed), so the

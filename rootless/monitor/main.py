@@ -7,9 +7,9 @@ it holds none of the CLI's memory and no terminal. One pid, three phases:
    the store, open the attach socket and the log, start the container with the executor (its
    pid 1 becomes our own child), tell the CLI on READY_FD: "R<pid>" running, or
    "E<code> <message>" (then exit);
-2. exec the watcher (`rootless.monitor.watch`: a fresh, lean interpreter holding only fds) for
-   as long as the container runs; when something cannot cross an exec (a fuse driver's helper,
-   port publishers) the same Watcher runs here instead;
+2. exec the watcher (`rootless.monitor.watch`: a fresh, lean interpreter holding only fds and
+   the container's helper processes, see rootless.monitor.helpers) for as long as the
+   container runs; when that exec fails, the same Watcher runs here instead;
 3. the watcher execs this module again (`ID --exited CODE --handoff ...`) to record the exit,
    tell attach clients, and apply the restart policy: start again (back to 2) or clean up
    (remove an --rm container) and exit with the container's code.
@@ -100,7 +100,6 @@ class Monitor:
         self.net: Any = None  # netns.driver.NetDriver with --network slirp4netns, here
         self.ports: Any = None  # netns.ports.PortPublisher with -p
         self.tap_fd = -1  # the TAP device for a watcher of its own to drive
-        self.in_process = False  # serve here: something cannot cross an exec
         self.outputs: dict[int, int] = {}  # fd -> frame kind (STDOUT/STDERR)
         self.stdin_w = -1
         self.owned: set[int] = set()  # the monitor's ends of the container's stdio
@@ -178,10 +177,6 @@ class Monitor:
         spec = container_spec(spec, record.config)  # --sdnotify=container: the socket inside
         from rootless.cgroups import container as cgroup
 
-        # A fuse driver's helper is our child and only its parent can stop it; port
-        # publishers hold a dialer process and listening sockets: both stay in this process.
-        storage = record.config.get("storage") or {}
-        self.in_process = bool(record.config.get("publish")) or storage.get("driver") == "fuse"
         stdio = self._make_stdio()
         cg = None
         try:
@@ -197,8 +192,6 @@ class Monitor:
                 on_netns=self._attach_network if uses_stack(record.config) else None,
                 cgroup_dir=cg.path if cg is not None else None,
             )
-            if "fuse" in type(launch.rootfs).__module__:  # --rootfs with a fuse overlay
-                self.in_process = True
             self.store.mark_running(record.id)
             failed = launch.start()
         except RlError as err:
@@ -245,8 +238,11 @@ class Monitor:
             watcher.notes["cgroup"] = f"{cg.oom_before}:{cg.path}"
         if self.policy.name == "no" and not record.autoremove and cg is None:
             watcher.lean_exit_db = os.fspath(self.store.root / "rl.db")
-        if not self.in_process:
-            self._exec_watcher()  # returns only when the exec failed
+        hand_over = getattr(launch.rootfs, "hand_over", None)
+        if hand_over is not None:  # the fuse driver's helper: the watcher's now
+            watcher.fuse = hand_over()
+            launch.rootfs = None
+        self._exec_watcher()  # returns only when the exec failed
         watcher.net, watcher.ports = self.net, self.ports
         code = watcher.serve()
         launch.close()
@@ -260,6 +256,10 @@ class Monitor:
         options = self.store.get(self.container_id).config.get("network_options") or {}
         if self.tap_fd >= 0:
             words += watch.network_words(self.tap_fd, options)
+        if self.ports is not None:
+            from rootless.monitor.helpers import port_words
+
+            words += port_words(self.ports)
         self.watcher.take_signals()
         try:
             watch.exec_python(["rootless.monitor", self.container_id, "--watch", *words])
@@ -269,6 +269,8 @@ class Monitor:
             self.net = watch._network(self.tap_fd, options)
             self.net.register(self.watcher.selector)
             self.tap_fd = -1
+        if self.ports is not None:
+            self.ports.register(self.watcher.selector)
 
     def _record_exit(self, code: int | None, cg: Any) -> None:
         """The container ended (our watcher reaped it): the store learns how, then attach
@@ -321,25 +323,18 @@ class Monitor:
     # --- the network stack -----------------------------------------------------------------
 
     def _attach_network(self, keeper_pid: int) -> None:
-        """The executor's on_netns hook: the container's network namespace exists."""
-        assert self.watcher is not None
+        """The executor's on_netns hook: the container's network namespace exists. The
+        watcher drives the stack and the port publishers (see _exec_watcher)."""
+        from netns.tap import open_tap_in
+        from rootless.network import tap_settings
+
         config = self.store.get(self.container_id).config
         options = config.get("network_options") or {}
-        if not self.in_process:  # the watcher drives it (see _exec_watcher)
-            from netns.tap import open_tap_in
-            from rootless.network import tap_settings
-
-            self.tap_fd = open_tap_in(keeper_pid, tap_settings(options))
-            return
-        from rootless.network import attach
-
-        self.net = attach(keeper_pid, options)
-        self.net.register(self.watcher.selector)
+        self.tap_fd = open_tap_in(keeper_pid, tap_settings(options))
         if config.get("publish"):
             from rootless.network import bound_ports, publish
 
             self.ports = publish(keeper_pid, list(config["publish"]))
-            self.ports.register(self.watcher.selector)
             self.store.update_config(self.container_id, ports=bound_ports(self.ports))
 
     def _detach_network(self) -> None:
@@ -441,6 +436,7 @@ class Monitor:
         from rootless.containers.foreground_log import open_log
 
         self.log = open_log(record.config, os.fspath(self.store.userdata(record.id)))
+
 
 def _default_mapping() -> Any:
     from rootless.userns import default_mapping

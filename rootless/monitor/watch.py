@@ -3,11 +3,14 @@
 The starter (rootless.monitor.main) sets the container up, then either execs a fresh
 interpreter running this module (`python -S -m rootless.monitor ID --watch KEY=VALUE ...`, same pid,
 so the store's runner record stays true) or, when something it must keep cannot cross an exec
-(a fuse driver's helper process, port publishers), runs the same `Watcher` in its own process.
+(the exec failed), runs the same `Watcher` in its own process.
 The watcher holds the container's stdio (log file, attach clients), forwards stop signals,
 runs healthchecks (`rl healthcheck run`, a process of its own) and the network driver, and
 waits for the container's pid 1, its child. When that ended it execs the starter again
 (`--exited CODE`), which records the exit, applies the restart policy and cleans up.
+The container's helper processes, the monitor's children, cross the exec too
+(rootless.monitor.helpers): a fuse driver's helper (released here once the container ended)
+and `-p` port publishers (the host's sockets and the dialer in the container's netns).
 
 Imports: os, selectors, signal, socket, time and the monitor's lean modules only; no typing,
 dataclasses, json, pathlib or sqlite3 (each ~0.5-1.6 MB per process, and this process lives
@@ -86,6 +89,7 @@ class Watcher:
         self.stop_signal: int = signal.SIGTERM
         self.net: object = None  # netns.driver.NetDriver
         self.ports: object = None  # netns.ports.PortPublisher
+        self.fuse: tuple[int, int] | None = None  # the fuse driver's helper: pid, socket fd
         self.health_interval = 0.0  # 0: no automatic healthchecks
         self.health_started = 0.0
         self.health_due: float | None = None
@@ -145,7 +149,22 @@ class Watcher:
             self.stdin_w = self.console = -1
             self.health_due = None
             self._end_health()
+            self._release_fuse()
         return code
+
+    def _release_fuse(self) -> None:
+        """The container ended: so does the fuse driver's helper; reap it (see helpers)."""
+        if self.fuse is None:
+            return
+        from rootless.monitor.helpers import release_fuse
+
+        death, self.fuse = release_fuse(self.fuse), None
+        if death is not None:
+            print(
+                f"rl monitor: the fuseoverlay helper of this container died ({death}): from "
+                "then on its file system failed with I/O errors",
+                file=sys.stderr,
+            )
 
     def deliver_early_input(self) -> None:
         """start -a -i: what the client typed before the container ran, to it now."""
@@ -469,6 +488,10 @@ class Watcher:
             ]
         if self.log is not None:
             words.append(f"log={self.log.max_size or 0}:{self.log.path}")
+        if self.fuse is not None:
+            from rootless.monitor.helpers import fuse_word
+
+            words.append(fuse_word(self.fuse))
         return words
 
 
@@ -522,17 +545,23 @@ def from_handoff(words: list[str]) -> Watcher:
     if "tap" in values:
         options = {k[4:]: v for k, v in values.items() if k.startswith("net.")}
         watcher.net = _network(int(values["tap"]), options)
+    if "fuse" in values or "ports.dialer" in values:
+        from rootless.monitor import helpers
+
+        if "fuse" in values:
+            watcher.fuse = helpers.parse_fuse(values["fuse"])
+        if "ports.dialer" in values:
+            watcher.ports = helpers.adopt_ports(values)
     return watcher
 
 
 def _network(fd: int, options: dict[str, str]) -> object:
     """The network driver over the TAP fd the starter opened (the `tap=FD` and `net.KEY=VALUE`
-    words), set up as rootless.network.attach does."""
-    from netns.driver import NetDriver
-    from rootless.network import _config, upstream_resolvers
+    words)."""
+    from rootless.network import driver_for
 
     os.set_inheritable(fd, False)
-    return NetDriver(fd, _config(options), resolvers=upstream_resolvers(os.environ))
+    return driver_for(fd, options)
 
 
 def network_words(tap_fd: int, options: dict[str, str]) -> list[str]:
@@ -554,12 +583,15 @@ def exec_python(argv: list[str]) -> None:
 
 def main(words: list[str]) -> int:
     watcher = from_handoff(words)
-    if watcher.net is not None:
-        watcher.net.register(watcher.selector)  # type: ignore[attr-defined]
+    for stack in (watcher.net, watcher.ports):
+        if stack is not None:
+            stack.register(watcher.selector)  # type: ignore[attr-defined]
     code = watcher.serve()
-    if watcher.net is not None:
-        watcher.net.close()  # type: ignore[attr-defined]
-        watcher.net = None
+    # The starter sets both up again for a restart (a new container, a new netns).
+    for stack in (watcher.ports, watcher.net):
+        if stack is not None:
+            stack.close()  # type: ignore[attr-defined]
+    watcher.net = watcher.ports = None
     if watcher.lean_exit_db and watcher.record_exit(code):
         watcher.tell_clients_exit(code)
         path = watcher.listener.getsockname()

@@ -179,6 +179,18 @@ class FuseRootfs:
         """The fds mount() needs in the keeper, which under a monitor closes all others."""
         return () if self._sock is None else (self._sock.fileno(),)
 
+    def hand_over(self) -> tuple[int, int]:
+        """For the process that releases the helper in our place after an exec (the monitor's
+        watcher: rootless.monitor.helpers.release_fuse): its pid and the socket's fd, left
+        open; release() does nothing afterwards."""
+        helper, sock = self._helper, self._sock
+        if helper is None or sock is None:
+            raise RlError("the fuseoverlay helper of this container is already stopped")
+        self._helper = self._sock = None
+        # Not "still running" for Popen: it would reap the pid itself later (subprocess._active).
+        helper.returncode = 0
+        return helper.pid, sock.detach()
+
     def release(self, *, report: bool = True) -> str | None:
         """After the container: stop and reap the helper. Returns how it died when it did not
         end normally (and, with `report`, says so in one line)."""

@@ -369,3 +369,116 @@ def test_attach_ends_with_the_containers_exit_code(rlm: Rl) -> None:
     result = rlm("attach", "reader")
     assert result.returncode == 125 and "only attach to running containers" in result.stderr
     rlm.ok("rm", "reader")
+
+
+# --- helpers that cross the monitor's exec (rootless.monitor.helpers) ----------------------
+
+# Each run counts itself in /tmp/n (the container's files outlive a restart), serves
+# "served-N" on 8080, and exits 1 once /tmp/crash appears (it removes it first).
+_COUNTING = (
+    "n=$(($(cat /tmp/n 2>/dev/null || echo 0) + 1)); echo $n > /tmp/n; "
+    "echo served-$n > /tmp/index.html; httpd -p 8080 -h /tmp; "
+    "while [ ! -e /tmp/crash ]; do sleep 0.1; done; rm /tmp/crash; exit 1"
+)
+
+
+def _monitor(rl: Rl, name: str) -> int:
+    """The pid of the container's monitor: the parent of its pid 1 (0 while it has none)."""
+    pid = _field(rl, name, "{{.State.Pid}}")
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except OSError:
+        return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        return ""  # gone (or reaped: no zombie left either)
+
+
+def _children(pid: int, mark: str) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rpartition(")")[2].split()[1])
+        except OSError:
+            continue
+        if parent == pid and mark in _cmdline(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def _watching(rl: Rl, name: str) -> int:
+    """The monitor's pid once it is the lean watcher (it exec'd it: `--watch` in its argv)."""
+    assert _until(lambda: " --watch " in _cmdline(_monitor(rl, name))), _cmdline(_monitor(rl, name))
+    return _monitor(rl, name)
+
+
+def _get(port: int) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as reply:
+        return bytes(reply.read())
+
+
+def _serves(port: int, body: bytes) -> bool:
+    try:
+        return _get(port) == body
+    except OSError:
+        return False
+
+
+def test_published_port_works_in_the_watcher_and_after_a_restart(rlm: Rl) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    rlm.ok("run", "-d", "--name", "pubw", "--restart", "on-failure:1",
+           "-p", f"127.0.0.1:{port}:8080", IMAGE, "sh", "-c", _COUNTING)  # fmt: skip
+    try:
+        monitor = _watching(rlm, "pubw")  # the listener and the dialer crossed the exec
+        assert _until(lambda: _serves(port, b"served-1\n"))
+        (dialer,) = _children(monitor, " -I -c ")  # netns.ports' helper in the netns
+        rlm.ok("exec", "pubw", "touch", "/tmp/crash")  # exit 1: restarted by the policy
+        assert _until(lambda: _field(rlm, "pubw", "{{.RestartCount}}") == "1")
+        assert _until(lambda: _serves(port, b"served-2\n"))
+        assert _watching(rlm, "pubw") == monitor  # the same monitor, lean again
+        assert not _cmdline(dialer)  # the first dialer was stopped and reaped
+        (dialer,) = _children(monitor, " -I -c ")  # a new one, in the new netns
+        assert rlm.ok("port", "pubw").stdout == f"8080/tcp -> 127.0.0.1:{port}\n"
+    finally:
+        rlm.ok("rm", "-f", "-t", "0", "pubw")
+    assert _until(lambda: not _cmdline(dialer) and not _cmdline(monitor))
+    with socket.socket() as sock:  # the port was released with the container
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+
+
+def test_fuse_container_restarts_under_the_watcher_and_leaves_nothing(rlm: Rl) -> None:
+    fuse = ("--storage-driver", "fuse")
+    rlm.ok(*fuse, "run", "-d", "--name", "fusew", "--restart", "on-failure:1",
+           "--network", "none", IMAGE, "sh", "-c", _COUNTING)  # fmt: skip
+    try:
+        monitor = _watching(rlm, "fusew")  # the fuse helper crossed the exec
+        (helper,) = _children(monitor, "rootless.storage.fuse")
+        assert rlm.ok(*fuse, "exec", "fusew", "cat", "/tmp/n").stdout == "1\n"
+        rlm.ok(*fuse, "exec", "fusew", "touch", "/tmp/crash")
+        assert _until(lambda: _field(rlm, "fusew", "{{.RestartCount}}") == "1")
+        assert _until(lambda: _state(rlm, "fusew") == "running")
+        assert _watching(rlm, "fusew") == monitor
+        assert not _cmdline(helper)  # the first helper ended and was reaped (no zombie)
+        (helper,) = _children(monitor, "rootless.storage.fuse")
+        assert rlm.ok(*fuse, "exec", "fusew", "cat", "/tmp/n").stdout == "2\n"
+    finally:
+        rlm.ok(*fuse, "rm", "-f", "-t", "0", "fusew")
+    assert _until(lambda: not _cmdline(helper) and not _cmdline(monitor))
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read()
+    assert str(rlm.root) not in mounts  # the mount only ever lived in the container's namespace

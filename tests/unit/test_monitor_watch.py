@@ -98,6 +98,7 @@ def test_the_lean_exit_record_is_what_the_store_reads(tmp_path: Path) -> None:
 def test_the_watcher_imports_nothing_heavy() -> None:
     code = (
         "import sys; import rootless.monitor.watch, rootless.network; "
+        "import rootless.monitor.helpers, netns.ports; "
         "print(' '.join(sorted(sys.modules)))"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -106,3 +107,109 @@ def test_the_watcher_imports_nothing_heavy() -> None:
     ).stdout.split()
     heavy = {"typing", "dataclasses", "json", "pathlib", "sqlite3", "re", "subprocess"}
     assert heavy.isdisjoint(out), heavy & set(out)
+
+
+# --- helpers that cross the exec (rootless.monitor.helpers) ----------------------------------
+
+_ADOPT = """
+import selectors, sys
+from rootless.monitor import helpers
+values = dict(word.split("=", 1) for word in sys.argv[1:])
+publisher = helpers.adopt_ports(values)
+selector = selectors.DefaultSelector()
+publisher.register(selector)
+selector.register(0, selectors.EVENT_READ, None)
+print(" ".join(f"{m.protocol}:{m.host_port}:{m.container_port}" for m in publisher.bound))
+sys.stdout.flush()
+while True:
+    for key, mask in selector.select():
+        if key.data is None:  # stdin closed: the end
+            publisher.close()
+            raise SystemExit(0)
+        key.data(mask)
+"""
+
+
+def test_port_publishers_cross_an_exec(tmp_path: Path) -> None:
+    """The host listener and the dialer (here in this process's own network namespace: the
+    container's for the test) go to a fresh `python -S` by their words; it relays."""
+    from netns.ports import PortMapping, PortPublisher
+    from rootless.monitor import helpers
+
+    server = socket.create_server(("127.0.0.1", 0))
+    inner = server.getsockname()[1]
+    publisher = PortPublisher([PortMapping("127.0.0.1", 0, inner)], pid=os.getpid())
+    outer = publisher.bound[0].host_port
+    words = helpers.port_words(publisher)
+    fds = [int(part.split(":")[1]) for w in words for part in w.split("=", 1)[1].split(",")]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    child = subprocess.Popen(
+        [sys.executable, "-S", "-c", _ADOPT, *words],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, pass_fds=fds,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().split() == [f"tcp:{outer}:{inner}".encode()]
+        with socket.create_connection(("127.0.0.1", outer), timeout=10) as client:
+            conn, _ = server.accept()  # dialed by the helper, handed to the child
+            with conn:
+                client.sendall(b"ping")
+                assert conn.recv(4) == b"ping"
+                conn.sendall(b"pong")
+                assert client.recv(4) == b"pong"
+        child.stdin.close()
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        server.close()
+        # The dialer is this process's child (under the monitor: the same pid after the exec),
+        # so the child could stop it but not reap it: this does.
+        publisher.close()
+
+
+def _helper(tmp_path: Path, code: str) -> tuple[int, int]:
+    """A stand-in for the fuse driver's helper (which needs a container): a child process
+    with a socket to us, as rootless.storage.fuse starts it."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    os.set_inheritable(theirs.fileno(), True)
+    script = f"import socket, sys, time; sock = socket.socket(fileno={theirs.fileno()}); {code}"
+    pid = os.posix_spawn(sys.executable, [sys.executable, "-c", script], os.environ)
+    theirs.close()
+    return pid, ours.detach()
+
+
+def test_release_fuse_reaps_reports_and_kills(tmp_path: Path) -> None:
+    from rootless.monitor import helpers
+
+    assert helpers.release_fuse(_helper(tmp_path, "sys.exit(0)")) is None  # a normal end
+    failed = _helper(tmp_path, "sock.send(b'Eno device'); sys.exit(1)")
+    assert helpers.release_fuse(failed) == "no device"
+    killed = _helper(tmp_path, "import os; os.kill(os.getpid(), 9)")
+    assert helpers.release_fuse(killed) == "killed by SIGKILL"
+    stuck = _helper(tmp_path, "time.sleep(60)")
+    assert helpers.release_fuse(stuck, timeout=0.5) is None  # killed: the container ended
+    for pid, _fd in (failed, killed, stuck):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            raise AssertionError(f"helper {pid} was not reaped")
+        except ChildProcessError:
+            pass
+
+
+def test_the_fuse_helper_crosses_the_handoff(tmp_path: Path) -> None:
+    helper = _helper(tmp_path, "time.sleep(60)")
+    first = watch.Watcher("c3", _listener(tmp_path), None)
+    first.fuse = helper
+    second = watch.from_handoff(first.handoff())
+    assert second.fuse == helper and not os.get_inheritable(helper[1])
+    os.kill(helper[0], signal.SIGKILL)
+    second._release_fuse()  # what serve() does once the container ended
+    assert second.fuse is None
+    try:
+        os.waitpid(helper[0], os.WNOHANG)
+        raise AssertionError("not reaped")
+    except ChildProcessError:
+        pass
+    first.close()
