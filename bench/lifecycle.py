@@ -17,8 +17,9 @@ process, counted with the container).
 2. Memory of one idle detached container: PSS (/proc/PID/smaps_rollup, read as root) summed over
    every process that exists for it, i.e. the runner's process tree without the container's own
    processes (`sleep`, the same for both): rl's monitor (its lean watcher phase; the container's
-   pid 1 is its child, there is no keeper process any more), with `-p` its port dialer and
-   with `--rl-storage-driver fuse` its fuseoverlay helper (both the monitor's children);
+   pid 1 is its child, there is no keeper process any more; with `-p` no resident helper
+   either: short-lived socket makers only, counted if one happens to run) and with
+   `--rl-storage-driver fuse` its fuseoverlay helper (the monitor's child);
    podman's conmon (and slirp4netns with a network, found by the container's netns path;
    rootlessport with `-p`, whose child is in the container's netns). podman's
    rootless pause process (which holds its user namespace) is shared by all containers of the
@@ -251,7 +252,7 @@ def role(tool: str, pid: int, table: dict[int, int], runner: int) -> str:
     if tool == "rl" and "rootless.storage.fuse" in cmdline(pid):
         return "fuse helper"
     if tool == "rl" and " -I -c " in cmdline(pid):
-        return "port dialer"  # netns.ports.NamespaceDialer's helper
+        return "socket maker"  # netns.ports: short-lived, fills the -p dialer's pool
     return os.path.basename(cmdline(pid).split(" ")[0]) or f"pid {pid}"
 
 

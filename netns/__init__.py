@@ -26,6 +26,7 @@ I/O shells (standard library `selectors`, for the per-container monitor's loop):
 - `netns.ping`: echo requests beyond the gateway through unprivileged ICMP sockets
   (`PingRelay`, which the driver delegates to; the echo codecs are pure).
 - `netns.ports`: port publishing: `parse_publish` (podman's `-p` syntax, pure),
-  `NamespaceDialer` (a helper inside the container's netns that hands out connected sockets)
+  `NamespaceDialer` (a pool of sockets made in the container's netns by short-lived makers,
+  connected on demand)
   and `PortPublisher` (host listeners, os.splice for TCP, a relay for UDP).
 """

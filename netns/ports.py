@@ -1,10 +1,12 @@
 """Port publishing: `-p [IP:][HOSTPORT:]CTRPORT[/tcp|/udp]`, host listeners, kernel splicing.
 
 - `parse_publish(spec)` is podman's `-p` syntax as a pure function (its error messages too).
-- `NamespaceDialer(pid)` starts, once per container, a small helper process that joins the
-  container's user and network namespaces (/proc/PID/ns/user, /proc/PID/ns/net) and opens
-  sockets there on request: "connect TCP/UDP to 127.0.0.1:PORT". It sends each socket back over a
-  Unix socket (SCM_RIGHTS), so the host side holds sockets that live in the container's netns.
+- `NamespaceDialer(pid)` connects to ports inside the container's network namespace from this
+  process: a socket belongs to the namespace it was created in, so short-lived maker processes
+  join the container's user and network namespaces (/proc/PID/ns/user, /proc/PID/ns/net),
+  create batches of unconnected sockets there and send them back over a Unix socket
+  (SCM_RIGHTS); the dialer pools them and connects them to 127.0.0.1:PORT on demand. No
+  process stays in the container's namespaces.
 - `PortPublisher(mappings, dialer)` binds the host ports (raising `PublishError` with a hint for
   ports below net.ipv4.ip_unprivileged_port_start and "address already in use" for busy ports),
   then, hosted in a selectors loop like `netns.driver.NetDriver`:
@@ -18,7 +20,7 @@
 
 Hosting, as for NetDriver: `publisher.register(selector)`; every key it registers carries a
 callable(mask); call `run_timers()` when `select_timeout()` has passed; `close()` releases
-everything (the dialer too, when the publisher created it). The container sees published
+everything (the dialer's pool too, when the publisher created it). The container sees published
 connections coming from 127.0.0.1, as with rootlesskit's builtin port driver.
 """
 
@@ -27,7 +29,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import selectors
+import signal
 import socket
 import struct
 import sys
@@ -287,267 +291,448 @@ def bind_mapping(mapping: PortMapping) -> list[socket.socket]:
     raise PublishError(errno.EADDRINUSE, f"no {mapping.range} consecutive free ports found")
 
 
-# --- the helper inside the container's namespaces -----------------------------------------------
+# --- sockets made inside the container's namespaces ---------------------------------------------
 
 DialCallback = Callable[[socket.socket | None, int], None]
 
+# A socket belongs to the network namespace it was created in, whoever calls connect() on it
+# later: so a short-lived maker process joins the container's namespaces, creates a batch of
+# unconnected sockets there, hands them over and exits, and the dialer connects them in this
+# process. Nothing stays resident in the container's namespaces for a published port (a resident
+# helper interpreter cost ~2.8 MB private for the container's whole life).
+FIRST_BATCH = 32  # sockets per protocol the constructor waits for
+LARGEST_BATCH = 256  # the batch doubles up to this while dials find the pool empty
+FDS_PER_MESSAGE = 250  # SCM_MAX_FD is 253; a batch fits in 2 messages (net.unix.max_dgram_qlen)
 
-# The helper is a fresh interpreter (python -S -I) running this code, not a fork: a forked child
-# comes to own every page of the parent's heap the parent writes to afterwards (~6 MB measured
-# under load), a minimal interpreter ~2.5-3 MB private, whatever the parent holds. It imports only
-# _socket and ctypes (for setns: Python 3.11 has no os.setns), and once it joined the namespaces
-# it execs itself again (argv[2] "joined") to serve without ctypes (~0.3 MB private less, for
-# the container's whole life). Its channel is fd 3; argv[1] is the pid whose namespaces it joins.
-# Requests: b"tcp PORT" / b"udp PORT"; answers: b"ok CODE"
-# with a non-blocking socket connected to 127.0.0.1:PORT there (CODE 115, EINPROGRESS: a TCP
-# connect still under way), or b"error ERRNO [text]".
-HELPER_CODE = r"""
+# The maker is a fresh interpreter (python -S -I) running this code, not a fork: a forked child
+# of a busy monitor would copy its page tables and touch its heap; a minimal interpreter starts
+# in ~20 ms. It imports only _socket and ctypes (for setns: Python 3.11 has no os.setns). Its
+# channel is fd 3; fds 4 and 5 are the container's user and network namespaces (opened by the
+# dialer once: the process they were opened from may be gone since); argv: the numbers of TCP
+# and UDP sockets to make. Messages: b"tcp" / b"udp" with up to FDS_PER_MESSAGE non-blocking sockets
+# (SCM_RIGHTS); then b"done", or b"gone ERRNO text" when the namespaces cannot be joined (the
+# container is gone, or not ours), or b"error ERRNO" when no socket could be made.
+MAKER_CODE = r"""
 import _socket, os, sys
-pid = int(sys.argv[1])
 channel = _socket.socket(fileno=3)
-if sys.argv[2:] != ["joined"]:
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        def join(kind, flag):
-            fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+tcp, udp = (int(arg) for arg in sys.argv[1:3])
+try:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    def join(fd, kind, flag):
+        own, target = os.stat(f"/proc/self/ns/{kind}"), os.fstat(fd)
+        if (own.st_dev, own.st_ino) != (target.st_dev, target.st_ino):  # else: already there
             if libc.setns(fd, flag) != 0:
                 code = ctypes.get_errno()
                 raise OSError(code, f"setns {kind}: {os.strerror(code)}")
-            os.close(fd)
-        own, target = os.stat("/proc/self/ns/user"), os.stat(f"/proc/{pid}/ns/user")
-        if (own.st_dev, own.st_ino) != (target.st_dev, target.st_ino):
-            join("user", 0x10000000)
-        join("net", 0x40000000)
-        with open("/proc/self/cmdline", "rb") as file:
-            args = file.read().split(b"\0")
-        code = args[args.index(b"-c") + 1]
-        os.execv(sys.executable, [sys.executable, "-S", "-I", "-c", code, str(pid), "joined"])
-    except OSError as exc:
-        channel.send(f"error {exc.errno or 5} {exc.strerror or exc}".encode())
-        sys.exit(1)
-channel.send(b"ready")
-kinds = {b"tcp": _socket.SOCK_STREAM, b"udp": _socket.SOCK_DGRAM}
+        os.close(fd)
+    join(4, "user", 0x10000000)
+    join(5, "net", 0x40000000)
+except OSError as exc:
+    channel.send(f"gone {exc.errno or 5} {exc.strerror or exc}".encode())
+    sys.exit(1)
 rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS)
-while request := channel.recv(64):
-    words = request.split()
-    if len(words) != 2 or words[0] not in kinds or not words[1].isdigit():
-        channel.send(b"error 22")
-        continue
-    try:
-        sock = _socket.socket(_socket.AF_INET, kinds[words[0]])
-    except OSError as exc:
-        channel.send(b"error %d" % (exc.errno or 5))
-        continue
-    sock.setblocking(False)
-    code = sock.connect_ex(("127.0.0.1", int(words[1])))
-    if code in (0, 115):
-        fd = sock.fileno().to_bytes(4, sys.byteorder)
-        channel.sendmsg([b"ok %d" % code], [(*rights, fd)])
-    else:
-        channel.send(b"error %d" % code)
-    sock.close()
-"""
+made = 0
+for name, kind, count in ((b"tcp", _socket.SOCK_STREAM, tcp), (b"udp", _socket.SOCK_DGRAM, udp)):
+    while count > 0:
+        batch = []
+        try:
+            while len(batch) < min(count, __CHUNK__):
+                batch.append(_socket.socket(_socket.AF_INET, kind | _socket.SOCK_NONBLOCK))
+        except OSError as exc:
+            if not made + len(batch):
+                channel.send(b"error %d" % (exc.errno or 5))
+                sys.exit(1)
+            count = len(batch)  # out of descriptors: hand over what was made
+        fds = b"".join(sock.fileno().to_bytes(4, sys.byteorder) for sock in batch)
+        channel.sendmsg([name], [(*rights, fds)])
+        for sock in batch:
+            sock.close()
+        made += len(batch)
+        count -= len(batch)
+channel.send(b"done")
+""".replace("__CHUNK__", str(FDS_PER_MESSAGE))
 
 
-class NamespaceDialer:
-    """Opens sockets inside process `pid`'s network namespace, through a helper process.
+class PoolPolicy:
+    """How many sockets of one protocol to ask the next maker for (sans-IO).
 
-    The helper (HELPER_CODE in a fresh `python -S -I`, spawned here; the caller must be allowed to
-    join the namespaces: same user as their owner) lives until `close()`; the constructor waits
-    for it to have joined them (OSError naming what failed).
-    Requests are answered in order; `dial(protocol, port, callback)` calls `callback(sock, 0)`
-    with a non-blocking socket connected (for TCP: possibly still connecting) to 127.0.0.1:port
-    in the container, or `callback(None, errno)`. Answers arrive through the selector; `dial_now`
-    is the blocking variant (for tests and start-up checks).
+    A maker is asked for more when the pool is at or below the low watermark (a quarter of the
+    batch) or dials wait; the batch doubles (up to `largest`) when dials wait or one found the
+    pool empty since the last request, and halves (down to `first`) when none did, so that what
+    stays pooled follows the demand. A request covers the dials waiting, plus the watermark.
     """
 
-    def __init__(self, pid: int) -> None:
-        self.target = pid
+    __slots__ = ("batch", "first", "largest", "starved")
+
+    def __init__(self, first: int = FIRST_BATCH, largest: int = LARGEST_BATCH) -> None:
+        self.first = first
+        self.largest = max(first, largest)
+        self.batch = first
+        self.starved = False
+
+    @property
+    def low_water(self) -> int:
+        return max(1, self.batch // 4)
+
+    def found_empty(self) -> None:
+        """A dial had to wait: the pool was empty."""
+        self.starved = True
+
+    def request(self, pooled: int, waiting: int) -> int:
+        """Sockets to ask for now (0: enough pooled). Called when no maker is under way."""
+        if not waiting and pooled > self.low_water:
+            return 0
+        if self.starved or waiting:
+            self.batch = min(self.largest, self.batch * 2)
+        else:
+            self.batch = max(self.first, self.batch // 2)
+        self.starved = False
+        return min(self.largest, max(self.batch, waiting + self.low_water))
+
+
+class _Maker:
+    """One maker process under way: its pid, a pidfd (readable once it exited), our channel end."""
+
+    __slots__ = ("channel", "pid", "pidfd")
+
+    def __init__(self, namespaces: tuple[int, int], counts: dict[str, int]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            argv = [sys.executable, "-S", "-I", "-c", HELPER_CODE, str(pid)]
-            actions = [(os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)]
+            argv = [sys.executable, "-S", "-I", "-c", MAKER_CODE]
+            argv += [str(counts.get("tcp", 0)), str(counts.get("udp", 0))]
+            actions = [
+                (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
+                (os.POSIX_SPAWN_DUP2, namespaces[0], 4),
+                (os.POSIX_SPAWN_DUP2, namespaces[1], 5),
+            ]
             self.pid = os.posix_spawn(sys.executable, argv, {}, file_actions=actions)
         except BaseException:
             ours.close()
             theirs.close()
             raise
         theirs.close()
-        self._channel = ours
-        self._pending: deque[DialCallback] = deque()
-        self._outbox: deque[bytes] = deque()  # requests the channel would not take yet
-        self._events = 0
-        self._selector: selectors.BaseSelector | None = None
-        self.closed = False
+        self.channel = ours
+        self.pidfd = -1
         try:
-            ours.settimeout(HELPER_START_TIMEOUT)
-            message = ours.recv(256)
+            self.pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            self.kill()
+            raise
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until the maker exited (True) or `timeout` passed (False)."""
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
+    def collect(self) -> tuple[dict[str, list[socket.socket]], str]:
+        """After it exited: the sockets it made, by protocol, and its last word ("done",
+        "gone ERRNO text", "error ERRNO", or "" when it died without one); reaps it."""
+        made: dict[str, list[socket.socket]] = {}
+        status = ""
+        self.channel.setblocking(False)
+        while True:
+            try:
+                message, fds, _flags, _address = socket.recv_fds(
+                    self.channel, 256, FDS_PER_MESSAGE, socket.MSG_CMSG_CLOEXEC
+                )
+            except OSError:
+                break
+            if not message:
+                break
+            kind = message.decode(errors="replace")
+            if kind in PROTOCOLS:
+                made.setdefault(kind, []).extend(socket.socket(fileno=fd) for fd in fds)
+            else:
+                for fd in fds:
+                    os.close(fd)
+                status = kind
+        self.close()
+        return made, status
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        """Reap it (it exited or was killed) and release our ends."""
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass  # reaped already (SIGCHLD ignored)
+        self.channel.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+def _open_namespaces(pid: int) -> tuple[int, int]:
+    """fds of process `pid`'s user and network namespaces: what makers join, even once `pid`
+    is gone (the monitor's keeper process ends when the container started)."""
+    user = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return user, os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(user)
+        raise
+
+
+def _status_error(status: str) -> tuple[int, str]:
+    """(errno, text) of a maker's last word that is not "done"."""
+    words = status.split(" ", 2)
+    code = int(words[1]) if len(words) >= 2 and words[1].isdigit() else errno.EIO
+    return code or errno.EIO, words[2] if len(words) == 3 else "the socket maker exited"
+
+
+class NamespaceDialer:
+    """Connects to ports inside process `pid`'s network namespace from this process.
+
+    Sockets are made there ahead of time by short-lived maker processes (MAKER_CODE in a fresh
+    `python -S -I`; the caller must be allowed to join the namespaces: same user as their owner)
+    and kept in a pool per protocol. The namespaces are held open (fds) from the constructor to
+    `close()`, so makers join them even once `pid` ended. The constructor waits for the first
+    batch (OSError naming what failed when the namespaces cannot be joined).
+    `dial(protocol, port, callback)` takes a socket from the pool, starts a non-blocking connect
+    to 127.0.0.1:port and calls `callback(sock, 0)` (connected), `callback(sock, EINPROGRESS)`
+    (a TCP connect under way) or `callback(None, errno)`; while the pool is empty, dials wait
+    (in order, at most MAX_PENDING_DIALS) for the maker under way, which the selector watches
+    (a pidfd; it is reaped here, by pid: other children are left alone). `dial_now` is the
+    blocking variant.
+    """
+
+    def __init__(self, pid: int, protocols: Sequence[str] = PROTOCOLS) -> None:
+        self._setup(pid, (-1, -1), {})
+        try:
+            self.namespaces = _open_namespaces(pid)
         except OSError as exc:
-            message = f"error {exc.errno} {exc.strerror}".encode()
-        if message != b"ready":
             self.close()
-            text = message.decode(errors="replace").split(" ", 2)
-            code = int(text[1]) if len(text) >= 2 and text[1].isdigit() else errno.EIO
-            detail = text[2] if len(text) == 3 else "the helper exited"
-            raise OSError(code, f"joining process {pid}'s network namespace: {detail}")
-        ours.setblocking(False)
+            raise OSError(
+                exc.errno, f"joining process {pid}'s network namespace: {exc.strerror}"
+            ) from None
+        self._policies.update((protocol, PoolPolicy()) for protocol in protocols)
+        counts = {protocol: policy.request(0, 0) for protocol, policy in self._policies.items()}
+        try:
+            status = self._run_maker(counts, HELPER_START_TIMEOUT)
+        except OSError as exc:
+            self.close()
+            raise OSError(
+                exc.errno, f"joining process {pid}'s network namespace: {exc.strerror}"
+            ) from None
+        if status != "done":  # the container is gone (or not ours), or nothing could be made
+            self.close()
+            code, text = _status_error(status)
+            raise OSError(code, f"joining process {pid}'s network namespace: {text}")
+
+    def _setup(
+        self, pid: int, namespaces: tuple[int, int], pools: dict[str, list[socket.socket]]
+    ) -> None:
+        self.target = pid
+        self.namespaces = namespaces  # fds: the user and network namespaces the makers join
+        self._pools: dict[str, list[socket.socket]] = {p: list(pools.get(p, [])) for p in PROTOCOLS}
+        self._policies: dict[str, PoolPolicy] = {}
+        self._waiting: deque[tuple[str, int, DialCallback]] = deque()
+        self._maker: _Maker | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self.makers = 0  # makers started (the constructor's included)
+        self.gone = 0  # errno once a maker could not join the namespaces: dials fail then
+        self.closed = False
 
     @classmethod
-    def adopt(cls, pid: int, channel: socket.socket, target: int) -> NamespaceDialer:
-        """The dialer whose helper (our child `pid`, in process `target`'s namespaces, talking
-        over `channel`) another incarnation of this process started: the per-container
-        monitor hands it over across an exec (rootless.monitor.helpers). Not registered."""
+    def adopt(
+        cls, target: int, namespaces: tuple[int, int], pools: dict[str, list[socket.socket]]
+    ) -> NamespaceDialer:
+        """The dialer whose namespace fds (`namespaces`: user, net; of process `target`) and
+        pooled sockets another incarnation of this process opened and made: the per-container
+        monitor hands them over across an exec (rootless.monitor.helpers). Not registered."""
         dialer = cls.__new__(cls)
-        dialer.target = target
-        dialer.pid = pid
-        dialer._channel = channel
-        dialer._pending = deque()
-        dialer._outbox = deque()
-        dialer._events = 0
-        dialer._selector = None
-        dialer.closed = False
-        channel.setblocking(False)
+        dialer._setup(target, namespaces, pools)
+        dialer._policies.update((p, PoolPolicy()) for p, socks in pools.items() if socks)
         return dialer
 
-    def channel_fd(self) -> int:
-        """The fd of the channel to the helper (what `adopt` takes after an exec)."""
-        return self._channel.fileno()
+    def pooled(self) -> dict[str, list[socket.socket]]:
+        """The pooled sockets by protocol (what `adopt` takes after an exec); only while no
+        maker is under way (none is, until the dialer is registered)."""
+        if self._maker is not None:
+            raise RuntimeError("a socket maker is under way")
+        return {protocol: list(socks) for protocol, socks in self._pools.items() if socks}
+
+    @property
+    def pid(self) -> int:
+        """The maker under way, or 0."""
+        return self._maker.pid if self._maker is not None else 0
 
     def register(self, selector: selectors.BaseSelector) -> None:
         if self._selector is not None:
             raise RuntimeError("NamespaceDialer.register called twice")
         self._selector = selector
-        self._update()
-
-    def _update(self) -> None:
-        wanted = EVENT_READ | (EVENT_WRITE if self._outbox else 0)
-        if self._selector is None or self.closed or wanted == self._events:
-            return
-        if self._events:
-            self._selector.modify(self._channel, wanted, self._on_event)
-        else:
-            self._selector.register(self._channel, wanted, self._on_event)
-        self._events = wanted
+        self._refill()
 
     def dial(self, protocol: str, port: int, callback: DialCallback) -> None:
         if self.closed:
             callback(None, errno.ESHUTDOWN)
             return
-        if len(self._pending) >= MAX_PENDING_DIALS:
-            callback(None, errno.EAGAIN)
+        if protocol not in self._pools:
+            callback(None, errno.EPROTONOSUPPORT)
             return
-        self._pending.append(callback)
-        self._outbox.append(f"{protocol} {port}".encode())
-        self._flush()
+        policy = self._policies.setdefault(protocol, PoolPolicy())
+        pool = self._pools[protocol]
+        if pool:
+            self._connect(pool.pop(), port, callback)
+        elif self.gone:
+            callback(None, self.gone)
+        elif len(self._waiting) >= MAX_PENDING_DIALS:
+            callback(None, errno.EAGAIN)
+        else:
+            policy.found_empty()
+            self._waiting.append((protocol, port, callback))
+        self._refill()
 
-    def _flush(self) -> None:
-        """Send queued requests (the channel holds only a few datagrams at a time)."""
-        outbox = self._outbox
-        while outbox:
-            try:
-                self._channel.send(outbox[0])
-            except BlockingIOError:
-                break
-            except OSError:
-                self._helper_gone()
-                return
-            outbox.popleft()
-        self._update()
+    @staticmethod
+    def _connect(sock: socket.socket, port: int, callback: DialCallback) -> None:
+        sock.setblocking(False)
+        code = sock.connect_ex(("127.0.0.1", port))
+        if code in (0, errno.EINPROGRESS):
+            callback(sock, code)
+        else:
+            sock.close()
+            callback(None, code)
 
-    def _on_event(self, mask: int) -> None:
-        if mask & EVENT_READ:
-            self._on_answer()
-        if mask & EVENT_WRITE and not self.closed:
-            self._flush()
+    def _counts(self) -> dict[str, int]:
+        waiting = {protocol: 0 for protocol in self._pools}
+        for protocol, _port, _callback in self._waiting:
+            waiting[protocol] += 1
+        counts = {}
+        for protocol, policy in self._policies.items():
+            if count := policy.request(len(self._pools[protocol]), waiting[protocol]):
+                counts[protocol] = count
+        return counts
+
+    def _refill(self) -> None:
+        """Start a maker when a pool ran low (one at a time; through the selector)."""
+        if self._maker is not None or self._selector is None or self.closed or self.gone:
+            return
+        counts = self._counts()
+        if not counts:
+            return
+        try:
+            self._maker = _Maker(self.namespaces, counts)
+            self.makers += 1
+        except OSError as exc:  # e.g. out of processes: the waiting dials fail, later ones retry
+            self._fail_waiting(exc.errno or errno.EAGAIN)
+            return
+        self._selector.register(self._maker.pidfd, EVENT_READ, self._on_maker_exit)
+
+    def _on_maker_exit(self, mask: int) -> None:
+        maker, self._maker = self._maker, None
+        if maker is None:
+            return
+        if self._selector is not None:
+            self._selector.unregister(maker.pidfd)
+        self._take(maker)
+        self._refill()
+
+    def _take(self, maker: _Maker) -> str:
+        """Pool what an exited maker made, then serve the waiting dials (or fail them); the
+        maker's last word."""
+        made, status = maker.collect()
+        if self.closed:
+            for socks in made.values():
+                for sock in socks:
+                    sock.close()
+            return status
+        for protocol, socks in made.items():
+            self._pools[protocol].extend(socks)
+        if status.startswith("gone"):
+            self.gone = _status_error(status)[0]
+        waiting, self._waiting = self._waiting, deque()
+        failure = self.gone or (0 if status == "done" else _status_error(status)[0])
+        for protocol, port, callback in waiting:
+            pool = self._pools[protocol]
+            if pool:
+                self._connect(pool.pop(), port, callback)
+            elif failure:
+                callback(None, failure)
+            else:
+                self._waiting.append((protocol, port, callback))  # the next maker's
+        return status
+
+    def _fail_waiting(self, code: int) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for _protocol, _port, callback in waiting:
+            callback(None, code)
+
+    def _run_maker(self, counts: dict[str, int], timeout: float) -> str:
+        """Make sockets and wait for them (the constructor, dial_now); the maker's last word."""
+        maker = _Maker(self.namespaces, counts)
+        self.makers += 1
+        if not maker.wait(timeout):
+            maker.kill()
+            raise OSError(errno.ETIMEDOUT, "the socket maker did not answer")
+        return self._take(maker)
 
     def dial_now(self, protocol: str, port: int) -> socket.socket:
         """Blocking: a socket in the container's netns connected to 127.0.0.1:port (UDP) or with
-        the TCP connection established. Not while answers to `dial` are pending."""
-        if self._pending or self._outbox:
-            raise RuntimeError("dial_now while dial answers are pending")
-        self._channel.send(f"{protocol} {port}".encode())
-        self._channel.setblocking(True)
-        try:
-            sock, code = self._receive()
-        finally:
-            self._channel.setblocking(False)
+        the TCP connection established."""
+        if self.closed:
+            raise OSError(errno.ESHUTDOWN, "the dialer is closed")
+        if not self._pools[protocol] and self._maker is not None:  # wait for the one under way
+            maker, self._maker = self._maker, None
+            if self._selector is not None:
+                self._selector.unregister(maker.pidfd)
+            if maker.wait(HELPER_START_TIMEOUT):
+                self._take(maker)
+            else:
+                maker.kill()
+                self._fail_waiting(errno.ETIMEDOUT)
+        if not self._pools[protocol] and not self.gone:
+            self._run_maker({protocol: 1}, HELPER_START_TIMEOUT)
+        answer: list[tuple[socket.socket | None, int]] = []
+        self.dial(protocol, port, lambda sock, code: answer.append((sock, code)))
+        sock, code = answer[0] if answer else (None, errno.EAGAIN)
+        what = f"connecting to port {port}/{protocol} in the container"
         if sock is None:
-            raise OSError(
-                code, f"connecting to port {port}/{protocol} in the container: {os.strerror(code)}"
-            )
+            raise OSError(code, f"{what}: {os.strerror(code)}")
         if code:
             sock.setblocking(True)
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if not error:
-                selector = selectors.DefaultSelector()
-                with selector:
-                    selector.register(sock, EVENT_WRITE)
-                    selector.select(30)
+                poller = select.poll()
+                poller.register(sock, select.POLLOUT)
+                poller.poll(30_000)
                 error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error:
                 sock.close()
-                raise OSError(
-                    error,
-                    f"connecting to port {port}/{protocol} in the container: {os.strerror(error)}",
-                )
+                raise OSError(error, f"{what}: {os.strerror(error)}")
             sock.setblocking(False)
         return sock
 
-    def _receive(self) -> tuple[socket.socket | None, int]:
-        message, fds, _flags, _address = socket.recv_fds(self._channel, 64, 1)
-        if not message:
-            raise ConnectionResetError(errno.ECONNRESET, "the namespace helper exited")
-        words = message.split()
-        if fds and len(words) == 2 and words[0] == b"ok":
-            return socket.socket(fileno=fds[0]), int(words[1])
-        for fd in fds:
-            os.close(fd)
-        code = int(words[1]) if len(words) == 2 and words[1].isdigit() else errno.EIO
-        return None, code or errno.EIO
-
-    def _on_answer(self) -> None:
-        while not self.closed:
-            try:
-                sock, code = self._receive()
-            except BlockingIOError:
-                return
-            except OSError:  # EOF: the helper died
-                self._helper_gone()
-                return
-            if not self._pending:  # not asked for: ignore
-                if sock is not None:
-                    sock.close()
-                continue
-            self._pending.popleft()(sock, code)
-
-    def _helper_gone(self) -> None:
-        pending = list(self._pending)
-        self.close()
-        for callback in pending:
-            callback(None, errno.ECONNRESET)
-
     def close(self) -> None:
-        """Stop the helper (and reap it). Pending dials are dropped."""
+        """Close the pooled sockets, stop (and reap) a maker under way. Waiting dials are
+        dropped."""
         if self.closed:
             return
         self.closed = True
-        self._pending.clear()
-        self._outbox.clear()
-        if self._selector is not None and self._events:
-            try:
-                self._selector.unregister(self._channel)
-            except (KeyError, ValueError):
-                pass
-        self._channel.close()
-        try:
-            os.kill(self.pid, 9)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass  # the host loop reaped it already
+        self._waiting.clear()
+        maker, self._maker = self._maker, None
+        if maker is not None:
+            if self._selector is not None:
+                try:
+                    self._selector.unregister(maker.pidfd)
+                except (KeyError, ValueError):
+                    pass
+            maker.kill()
+        for pool in self._pools.values():
+            for sock in pool:
+                sock.close()
+            pool.clear()
+        for fd in self.namespaces:
+            if fd >= 0:
+                os.close(fd)
+        self.namespaces = (-1, -1)
 
 
 # --- TCP: splicing ------------------------------------------------------------------------------
@@ -876,8 +1061,9 @@ class PortPublisher:
     """Publishes `mappings` of the container whose namespaces `dialer` (or process `pid`) reaches.
 
     The constructor binds every host port first (PublishError for the first that fails; nothing
-    stays bound then) and, given a pid rather than a dialer, then starts the helper (OSError if it
-    cannot join the namespaces); `close()` stops that helper too. `bound` lists the mappings with
+    stays bound then) and, given a pid rather than a dialer, then makes the dialer, which waits
+    for its first sockets (OSError if the namespaces cannot be joined); `close()` closes that
+    dialer too. `bound` lists the mappings with
     the host ports actually bound (one mapping per port), for `rl port` and inspect.
     """
 
@@ -915,7 +1101,10 @@ class PortPublisher:
                         self._listeners.append((sock, ctr))
                     else:
                         self._relays.append(_UdpRelay(self, sock, ctr))
-            self.dialer = dialer if dialer is not None else NamespaceDialer(pid or 0)
+            if dialer is None:
+                protocols = sorted({mapping.protocol for mapping in mappings}) or PROTOCOLS
+                dialer = NamespaceDialer(pid or 0, protocols)
+            self.dialer = dialer
         except BaseException:
             for sock in sockets:
                 sock.close()
@@ -1013,7 +1202,7 @@ class PortPublisher:
         splice.attach(sock, in_progress=code != 0)
 
     def close(self) -> None:
-        """Stop listening, reset the connections, stop the helper if this publisher made it."""
+        """Stop listening, reset the connections, close the dialer if this publisher owns it."""
         if self.closed:
             return
         self.closed = True

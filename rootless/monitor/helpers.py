@@ -1,19 +1,22 @@
-"""A container's helper processes, carried across the monitor's exec to its watcher.
+"""A container's helpers, carried across the monitor's exec to its watcher.
 
-Both are the monitor's own children, and an exec keeps the pid, so after it they still are:
-what crosses is their pid and the fds the monitor talks to them through.
+The fuse helper is the monitor's own child, and an exec keeps the pid, so after it it still
+is: what crosses is its pid and the fd the monitor talks to it through.
 
 - The fuse driver's helper (rootless.storage.fuse: a fuseoverlay process serving the
   container's root file system). It ends by itself once the container's mount namespace is
   gone; its parent reaps it then, or kills it when it does not end (`release_fuse`), and reads
   why it failed, if it did, from the socket (`E<why>`).
-- `-p` port publishers (netns.ports.PortPublisher): the host's listening sockets and the
-  dialer, a helper process inside the container's network namespace that hands back, over a
-  Unix socket, each connection it opens there. `adopt_ports` rebuilds the publisher from them.
+- `-p` port publishers (netns.ports.PortPublisher): the host's listening sockets, the
+  container's user and network namespaces (fds) and the dialer's pool of unconnected sockets
+  made in that network namespace (no process: the makers that fill the pool are short-lived,
+  and none is under way before the publisher is registered). `adopt_ports` rebuilds the
+  publisher from them.
 
-Words: `fuse=PID:FD`, `ports.dialer=PID:FD:TARGET`, `ports.sockets=PROTO:FD:PORT,...`. Imports:
-os, select, signal, socket only (the watcher's budget, see rootless.monitor.watch); netns.ports
-only when there are ports (its own imports are as lean).
+Words: `fuse=PID:FD`, `ports.dialer=PID:USERFD:NETFD[/PROTO:FD,...]...`,
+`ports.sockets=PROTO:FD:PORT,...`.
+Imports: os, select, signal, socket only (the watcher's budget, see rootless.monitor.watch);
+netns.ports only when there are ports (its own imports are as lean).
 """
 
 from __future__ import annotations
@@ -122,20 +125,41 @@ def _wait(pid: int, timeout: float) -> int | None:
 def port_words(publisher: PortPublisher) -> list[str]:
     """The words for a publisher not yet registered (no connections yet)."""
     dialer = publisher.dialer
+    pools = "".join(
+        f"/{protocol}:" + ",".join(str(keep(sock.fileno())) for sock in socks)
+        for protocol, socks in dialer.pooled().items()
+    )
     sockets = publisher.host_sockets()
+    user, net = (keep(fd) for fd in dialer.namespaces)
     return [
-        f"ports.dialer={dialer.pid}:{keep(dialer.channel_fd())}:{dialer.target}",
+        f"ports.dialer={dialer.target}:{user}:{net}{pools}",
         "ports.sockets="
         + ",".join(f"{protocol}:{keep(sock.fileno())}:{port}" for protocol, sock, port in sockets),
     ]
+
+
+def port_word_fds(words: list[str]) -> list[int]:
+    """The fds that `port_words` made inheritable (to pass to a child, in tests)."""
+    values = dict(word.split("=", 1) for word in words)
+    dialer = values["ports.dialer"].split("/")
+    fds = [int(fd) for fd in dialer[0].split(":")[1:]]
+    for pool in dialer[1:]:
+        fds += [int(fd) for fd in pool.partition(":")[2].split(",") if fd]
+    fds += [int(item.split(":")[1]) for item in values["ports.sockets"].split(",") if item]
+    return fds
 
 
 def adopt_ports(values: dict[str, str]) -> PortPublisher:
     """The publisher of `port_words`, in the process after the exec (not yet registered)."""
     from netns.ports import NamespaceDialer, PortPublisher
 
-    pid, fd, target = (int(part) for part in values["ports.dialer"].split(":"))
-    dialer = NamespaceDialer.adopt(pid, socket.socket(fileno=adopt_fd(fd)), target)
+    namespaces, *pools = values["ports.dialer"].split("/")
+    target, user, net = (int(part) for part in namespaces.split(":"))
+    pooled: dict[str, list[socket.socket]] = {}
+    for pool in pools:
+        protocol, _, fds = pool.partition(":")
+        pooled[protocol] = [socket.socket(fileno=adopt_fd(int(fd))) for fd in fds.split(",") if fd]
+    dialer = NamespaceDialer.adopt(target, (adopt_fd(user), adopt_fd(net)), pooled)
     sockets = []
     for item in filter(None, values.get("ports.sockets", "").split(",")):
         protocol, number, port = item.split(":")

@@ -252,12 +252,62 @@ def check_bad_pid(_ports: dict[str, int], _publisher: Any) -> str:
     raise AssertionError("joined init's namespaces")
 
 
+def children() -> set[int]:
+    """This process's children (socket makers must not be left behind), but the container."""
+    mine = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as file:
+                    stat = file.read()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == os.getpid():
+                mine.add(int(name))
+    return mine - set(CONTAINER)
+
+
+def check_gone(_ports: dict[str, int], _publisher: Any) -> str:
+    """A dialer whose container went away (its own `unshare -Urn` process, killed; the dialer
+    holds the namespaces open): dials fail, with the pooled sockets and beyond, and no maker
+    process is left."""
+    from netns.ports import NamespaceDialer
+
+    holder = subprocess.Popen(["unshare", "-Urn", "sleep", "1000"])
+    CONTAINER.append(holder.pid)
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline, "unshare did not start"
+            time.sleep(0.01)
+        dialer = NamespaceDialer(holder.pid, ["tcp"])
+    finally:
+        holder.kill()
+        holder.wait()
+    answers: list[int] = []
+    count = 100  # beyond the first batch
+    with selectors.DefaultSelector() as selector:
+        dialer.register(selector)
+        for _ in range(count):
+            dialer.dial("tcp", ECHO, lambda sock, code: answers.append(-1 if sock else code))
+        deadline = time.monotonic() + TIMEOUT
+        while len(answers) < count or dialer.pid:
+            assert time.monotonic() < deadline, f"{len(answers)} answers"
+            for key, mask in selector.select(1.0):
+                key.data(mask)
+    dialer.close()
+    assert -1 not in answers, "a dial into the gone namespace succeeded"
+    assert set(answers) <= {errno.ENETUNREACH, errno.ECONNREFUSED}, set(answers)
+    assert not children(), f"left behind: {children()}"
+    return f"{count} dials failed ({sorted(set(answers))}), makers: {dialer.makers}, none left"
+
+
 STOP = threading.Event()
 LOOP: list[threading.Thread] = []
+CONTAINER: list[int] = []
 
 
 def check_close(ports: dict[str, int], publisher: Any) -> str:
-    helper = publisher.dialer.pid
     STOP.set()  # the loop thread owns the selector: stop it before closing
     LOOP[0].join(10)
     publisher.close()
@@ -265,8 +315,8 @@ def check_close(ports: dict[str, int], publisher: Any) -> str:
         socket.create_server(("127.0.0.1", port)).close()  # free again
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", ports["udp"]))
-    assert not os.path.exists(f"/proc/{helper}"), "the helper was not reaped"
-    return "ports released, helper reaped"
+    assert not children(), f"socket makers left behind: {children()}"
+    return f"ports released, no maker left ({publisher.dialer.makers} ran)"
 
 
 CHECKS: dict[str, Callable[[dict[str, int], Any], str]] = {
@@ -279,18 +329,9 @@ CHECKS: dict[str, Callable[[dict[str, int], Any], str]] = {
     "low_port": check_low_port,
     "busy": check_busy,
     "bad_pid": check_bad_pid,
+    "gone": check_gone,
     "close": check_close,  # last: it stops the publisher
 }
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    fields = {}
-    with open(f"/proc/{pid}/smaps_rollup") as file:
-        for line in file:
-            name, _, rest = line.partition(":")
-            if name in ("Pss", "Private_Clean", "Private_Dirty"):
-                fields[name] = int(rest.split()[0])
-    return fields
 
 
 def host_main(params: dict[str, Any]) -> int:
@@ -316,6 +357,9 @@ def host_main(params: dict[str, Any]) -> int:
         names = ["echo", "source", "udp", "nothing"]
         ports = {name: m.host_port for name, m in zip(names, publisher.bound, strict=True)}
         print(f"published: {[str(m) for m in publisher.bound]}", flush=True)
+        CONTAINER.append(child.pid)
+        pooled = {k: len(v) for k, v in publisher.dialer.pooled().items()}
+        print(f"pooled sockets: {pooled}", flush=True)
 
         def loop() -> None:
             with selectors.DefaultSelector() as selector:
@@ -330,7 +374,6 @@ def host_main(params: dict[str, Any]) -> int:
         thread = threading.Thread(target=loop, daemon=True)
         LOOP.append(thread)
         thread.start()
-        print(f"helper memory KiB {memory_kib(publisher.dialer.pid)}", flush=True)
         for name in params["checks"]:
             try:
                 print(f"{name}: ok {CHECKS[name](ports, publisher)}", flush=True)

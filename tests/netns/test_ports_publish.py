@@ -1,9 +1,10 @@
 """Port publishing for real, as the unprivileged test user.
 
 ports_script.py runs as that user: a process in a user+net namespace (`unshare -Urn`) serves TCP
-and UDP; `netns.ports.PortPublisher` publishes its ports on the host's 127.0.0.1 (a forked helper
-in the namespace dials, the bytes are spliced) and clients on the host check the data (SHA-256),
-concurrency, UDP, and the errors. Like test_tap_driver.py, the script runs from a private copy
+and UDP; `netns.ports.PortPublisher` publishes its ports on the host's 127.0.0.1 (short-lived
+makers create sockets in the namespace, the publisher connects them, the bytes are spliced) and
+clients on the host check the data (SHA-256), concurrency, UDP, the errors, and a namespace that
+went away. Like test_tap_driver.py, the script runs from a private copy
 together with a copy of this tree's `netns`.
 """
 
@@ -60,5 +61,5 @@ def test_200_concurrent_connections(user: User, script_dir: Path) -> None:
 
 
 def test_publish_errors(user: User, script_dir: Path) -> None:
-    result = run_checks(user, script_dir, ["low_port", "busy", "bad_pid"])
+    result = run_checks(user, script_dir, ["low_port", "busy", "bad_pid", "gone"])
     assert "ip_unprivileged_port_start" in result.stdout

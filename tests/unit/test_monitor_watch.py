@@ -131,8 +131,9 @@ while True:
 
 
 def test_port_publishers_cross_an_exec(tmp_path: Path) -> None:
-    """The host listener and the dialer (here in this process's own network namespace: the
-    container's for the test) go to a fresh `python -S` by their words; it relays."""
+    """The host listener and the dialer's pooled sockets (made in this process's own network
+    namespace: the container's for the test) go to a fresh `python -S` by their words; it
+    relays, and no socket maker is left behind."""
     from netns.ports import PortMapping, PortPublisher
     from rootless.monitor import helpers
 
@@ -141,7 +142,8 @@ def test_port_publishers_cross_an_exec(tmp_path: Path) -> None:
     publisher = PortPublisher([PortMapping("127.0.0.1", 0, inner)], pid=os.getpid())
     outer = publisher.bound[0].host_port
     words = helpers.port_words(publisher)
-    fds = [int(part.split(":")[1]) for w in words for part in w.split("=", 1)[1].split(",")]
+    fds = helpers.port_word_fds(words)
+    assert len(fds) > 1  # the listener and the pooled sockets made in the namespace
     env = dict(os.environ, PYTHONPATH=str(REPO))
     child = subprocess.Popen(
         [sys.executable, "-S", "-c", _ADOPT, *words],
@@ -151,7 +153,7 @@ def test_port_publishers_cross_an_exec(tmp_path: Path) -> None:
         assert child.stdout is not None and child.stdin is not None
         assert child.stdout.readline().split() == [f"tcp:{outer}:{inner}".encode()]
         with socket.create_connection(("127.0.0.1", outer), timeout=10) as client:
-            conn, _ = server.accept()  # dialed by the helper, handed to the child
+            conn, _ = server.accept()  # a pooled socket the child connected
             with conn:
                 client.sendall(b"ping")
                 assert conn.recv(4) == b"ping"
@@ -164,9 +166,8 @@ def test_port_publishers_cross_an_exec(tmp_path: Path) -> None:
             child.kill()
             child.wait()
         server.close()
-        # The dialer is this process's child (under the monitor: the same pid after the exec),
-        # so the child could stop it but not reap it: this does.
         publisher.close()
+    assert publisher.dialer.pid == 0  # no maker under way, none resident
 
 
 def _helper(tmp_path: Path, code: str) -> tuple[int, int]:
