@@ -10,15 +10,15 @@ container's network namespace. Two ways to get its fd:
   joins /proc/PID/ns/user and /proc/PID/ns/net, calls `create_tap()` there and sends the fd back
   over a Unix socket (SCM_RIGHTS). The caller's own namespaces never change.
 
-The device is configured like slirp4netns configures it (10.0.2.100/24, MTU 65520, up, loopback
-up, default route via 10.0.2.2; with `ipv6`, fd00::100/64 and a default route via fd00::2 too)
-over rtnetlink, with a small hand-written encoder (no `ip`
-subprocesses; pyroute2 would cost ~20 MB PSS and ~0.4 s to import, measured here). Python 3.11
-has no os.setns: ctypes provides it, imported in the forked child only, so that the long-lived
-caller does not carry it. The fd is blocking and close-on-exec; frames are plain Ethernet
-(IFF_NO_PI) after a virtio-net header (IFF_VNET_HDR, unless TapSettings says otherwise), without
-offloads, so every frame read carries complete checksums until its reader turns them on
-(`enable_offloads`, which NetDriver does).
+The device is configured like slirp4netns configures it (10.0.2.100/24, MTU 65520, up, loopback up,
+default route via 10.0.2.2; with `ipv6`, fd00::100/64 and a default route via fd00::2 too, left out
+without an error when `ipv6_optional` and the namespace has no IPv6) over rtnetlink, with a small
+hand-written encoder (no `ip` subprocesses; pyroute2 would cost ~20 MB PSS and ~0.4 s to import,
+measured here). Python 3.11 has no os.setns: ctypes provides it, imported in the forked child only,
+so that the long-lived caller does not carry it. The fd is blocking and close-on-exec; frames are
+plain Ethernet (IFF_NO_PI) after a virtio-net header (IFF_VNET_HDR, unless TapSettings says
+otherwise), without offloads, so every frame read carries complete checksums until its reader turns
+them on (`enable_offloads`, which NetDriver does).
 
 This module must never configure the caller's own network namespace: `open_tap_in` refuses a
 process that shares it (as root, that would rewrite the host's addresses and default route).
@@ -94,6 +94,7 @@ class TapSettings(Record):
         "gateway",
         "gateway6",
         "ipv6",
+        "ipv6_optional",
         "mac",
         "mtu",
         "name",
@@ -115,6 +116,7 @@ class TapSettings(Record):
         address6: str = _defaults.CONTAINER_ADDRESS6,
         prefix_length6: int = _defaults.PREFIX_LENGTH6,
         gateway6: str = _defaults.GATEWAY_ADDRESS6,
+        ipv6_optional: bool = False,
     ) -> None:
         self.name = name
         self.address = address
@@ -138,6 +140,16 @@ class TapSettings(Record):
         self.address6 = address6
         self.prefix_length6 = prefix_length6
         self.gateway6 = gateway6
+        # Where the kernel refuses IPv6 (NO_IPV6_ERRNOS: booted with ipv6.disable=1, or
+        # disable_ipv6 set for new namespaces), the device gets IPv4 only instead of failing.
+        self.ipv6_optional = ipv6_optional
+
+
+# What the kernel answers an IPv6 address request with where the namespace has no IPv6:
+# EACCES when disable_ipv6 is set on the device (new namespaces inherit it from the host's
+# net.ipv6.conf.default with net.core.devconf_inherit_init_net=1 or 3); EOPNOTSUPP (or
+# EAFNOSUPPORT) when rtnetlink has no IPv6 handler: booted with ipv6.disable=1, or no IPv6 built in.
+NO_IPV6_ERRNOS = frozenset({errno.EACCES, errno.EOPNOTSUPP, errno.EAFNOSUPPORT})
 
 
 # --- rtnetlink messages (pure) ------------------------------------------------------------------
@@ -221,7 +233,12 @@ def ack_errors(data: bytes) -> dict[int, int]:
 
 def configure_messages(index: int, loopback: int, settings: TapSettings) -> list[tuple[str, bytes]]:
     """The requests `configure` sends, in order, each with what it does (for errors)."""
-    requests = [
+    return ipv4_messages(index, loopback, settings) + ipv6_messages(index, settings)
+
+
+def ipv4_messages(index: int, loopback: int, settings: TapSettings) -> list[tuple[str, bytes]]:
+    """Loopback and device up, the IPv4 address and default route."""
+    return [
         ("set lo up", link_up_message(loopback, 1)),
         (
             f"set {settings.name} mtu {settings.mtu} up",
@@ -236,18 +253,22 @@ def configure_messages(index: int, loopback: int, settings: TapSettings) -> list
             default_route_message(index, settings.gateway, 4),
         ),
     ]
-    if settings.ipv6:
-        requests += [
-            (
-                f"add {settings.address6}/{settings.prefix_length6} to {settings.name}",
-                add_address6_message(index, settings.address6, settings.prefix_length6, 5),
-            ),
-            (
-                f"add default route via {settings.gateway6}",
-                default_route_message(index, settings.gateway6, 6),
-            ),
-        ]
-    return requests
+
+
+def ipv6_messages(index: int, settings: TapSettings) -> list[tuple[str, bytes]]:
+    """The IPv6 address and default route ([] without `settings.ipv6`)."""
+    if not settings.ipv6:
+        return []
+    return [
+        (
+            f"add {settings.address6}/{settings.prefix_length6} to {settings.name}",
+            add_address6_message(index, settings.address6, settings.prefix_length6, 5),
+        ),
+        (
+            f"add default route via {settings.gateway6}",
+            default_route_message(index, settings.gateway6, 6),
+        ),
+    ]
 
 
 # --- inside the namespace -----------------------------------------------------------------------
@@ -255,24 +276,50 @@ def configure_messages(index: int, loopback: int, settings: TapSettings) -> list
 
 def _rtnetlink(requests: Sequence[tuple[str, bytes]]) -> None:
     """Send the requests one by one, each waiting for its ACK; raise OSError naming the failure."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as nl:
+    with _route_socket() as nl:
+        _send(nl, requests)
+
+
+def _route_socket() -> socket.socket:
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
         nl.bind((0, 0))
-        for what, message in requests:
-            (sequence,) = struct.unpack_from("=I", message, 8)
-            nl.send(message)
-            while True:
-                errors = ack_errors(nl.recv(65536))
-                if sequence in errors:
-                    break
-            if errors[sequence]:
-                code = errors[sequence]
-                raise OSError(code, f"rtnetlink: {what}: {os.strerror(code)}")
+    except BaseException:
+        nl.close()
+        raise
+    return nl
 
 
-def configure(name: str, settings: TapSettings) -> None:
-    """Address, MTU, up, loopback up and default route, for the device `name` of this netns."""
+def _send(nl: socket.socket, requests: Sequence[tuple[str, bytes]]) -> None:
+    for what, message in requests:
+        (sequence,) = struct.unpack_from("=I", message, 8)
+        nl.send(message)
+        while True:
+            errors = ack_errors(nl.recv(65536))
+            if sequence in errors:
+                break
+        if errors[sequence]:
+            code = errors[sequence]
+            raise OSError(code, f"rtnetlink: {what}: {os.strerror(code)}")
+
+
+def configure(name: str, settings: TapSettings) -> bool:
+    """Address, MTU, up, loopback up and default route, for the device `name` of this netns.
+    Whether it got IPv6: not when the kernel refuses it here and `settings.ipv6_optional`."""
     index = socket.if_nametoindex(name)
-    _rtnetlink(configure_messages(index, socket.if_nametoindex("lo"), settings))
+    with _route_socket() as nl:
+        _send(nl, ipv4_messages(index, socket.if_nametoindex("lo"), settings))
+        try:
+            _send(nl, ipv6_messages(index, settings))
+        except OSError as exc:
+            if exc.errno not in NO_IPV6_ERRNOS:
+                raise
+            if settings.ipv6_optional:
+                return False  # the refused address left nothing behind: no route needed
+            raise OSError(
+                exc.errno, f"{exc.strerror} (no IPv6 in this network namespace)"
+            ) from None
+    return settings.ipv6
 
 
 def create_tap(settings: TapSettings | None = None) -> int:

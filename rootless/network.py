@@ -28,16 +28,57 @@ def uses_stack(config: Mapping[str, Any]) -> bool:
 
 
 def ipv6_enabled(options: Mapping[str, str]) -> bool:
-    """slirp4netns:enable_ipv6=true. Off by default, as in podman 4.x (the podman here, and
-    Debian's): a container with IPv6 but a host without an IPv6 route would try AAAA
-    addresses first and wait for every connection to fail over."""
+    """IPv6 unless slirp4netns:enable_ipv6=false: on by default, as in podman 4.x
+    (containers.conf: "enable_ipv6=true|false: Enable IPv6. Default is true."). Its only
+    address is a unique local one (fd00::100), which RFC 6724 address selection ranks below
+    IPv4 for global destinations (glibc's getaddrinfo in a container lists a name's A address
+    before its AAAA one, checked); a connection the host cannot make is refused (RST) as soon
+    as the host's own connect fails, not left to time out."""
+    return options.get("enable_ipv6") != "false"
+
+
+def ipv6_required(options: Mapping[str, str]) -> bool:
+    """Only an explicit enable_ipv6=true makes a namespace without IPv6 an error; by default
+    the container then starts with IPv4 only (netns.tap.TapSettings.ipv6_optional)."""
     return options.get("enable_ipv6") == "true"
+
+
+def host_ipv6_available(
+    has_if_inet6: bool, inherit_init_net: str | None, default_disabled: str | None
+) -> bool:
+    """Can a new network namespace here have IPv6, from the host's /proc/net/if_inet6 (absent:
+    booted with ipv6.disable=1, or no IPv6 in the kernel), net.core.devconf_inherit_init_net
+    and net.ipv6.conf.default.disable_ipv6 (only inherited with devconf_inherit_init_net 1 or
+    3; 0 and 2 give new namespaces the kernel's defaults: enabled)?"""
+    if not has_if_inet6:
+        return False
+    inherited = (inherit_init_net or "0").strip() in ("1", "3")
+    return not (inherited and (default_disabled or "0").strip() == "1")
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+def _host_ipv6_available() -> bool:
+    return host_ipv6_available(
+        os.path.exists("/proc/net/if_inet6"),
+        _read("/proc/sys/net/core/devconf_inherit_init_net"),
+        _read("/proc/sys/net/ipv6/conf/default/disable_ipv6"),
+    )
 
 
 def ipv6_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """inspect's NetworkSettings IPv6 fields for a container with this record config ({} when
-    it has no IPv6)."""
-    if not uses_stack(config) or not ipv6_enabled(config.get("network_options") or {}):
+    it has no IPv6). By default a host without IPv6 gives containers none (tap_settings)."""
+    options = config.get("network_options") or {}
+    if not uses_stack(config) or not ipv6_enabled(options):
+        return {}
+    if not ipv6_required(options) and not _host_ipv6_available():
         return {}
     from netns.config import CONTAINER_ADDRESS6, GATEWAY_ADDRESS6, PREFIX_LENGTH6
 
@@ -65,7 +106,13 @@ def tap_settings(options: Mapping[str, str]) -> Any:
     """How the container's TAP device is configured (netns.tap.TapSettings) for these options."""
     from netns.tap import TapSettings
 
-    return TapSettings(mtu=int(options.get("mtu") or 65520), ipv6=ipv6_enabled(options))
+    # By default, where the kernel refuses IPv6 in the container's namespace, it gets IPv4
+    # only: no check beforehand (the refused address request is the check, at no extra cost).
+    return TapSettings(
+        mtu=int(options.get("mtu") or 65520),
+        ipv6=ipv6_enabled(options),
+        ipv6_optional=not ipv6_required(options),
+    )
 
 
 def _open_tap(keeper_pid: int, options: Mapping[str, str]) -> int:

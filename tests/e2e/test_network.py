@@ -273,9 +273,10 @@ def test_publish_errors(rlm: Rl) -> None:
     assert result.returncode == 0 and "Port mappings have been discarded" in result.stderr
 
 
-# --- IPv6 (slirp4netns:enable_ipv6=true) and ICMP echo beyond the gateway -------------------------
+# --- IPv6 (on by default, as podman 4.x's enable_ipv6) and ICMP echo beyond the gateway ----------
 
 IPV6 = "slirp4netns:enable_ipv6=true"
+NO_IPV6 = "slirp4netns:enable_ipv6=false"
 IPV6_LOOPBACK = "slirp4netns:enable_ipv6=true,allow_host_loopback=true"
 # busybox ping uses raw sockets only, and podman's default capabilities lack NET_RAW.
 RAW = ("--cap-add", "NET_RAW")
@@ -304,18 +305,61 @@ def web6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
 
 
 def test_ipv6_addresses_and_ping6_of_the_gateway(rlm: Rl) -> None:
+    if not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("the host has no IPv6")
     script = (
         "ip -6 addr show tap0 | grep global; ip -6 route | grep default; "
         "ping6 -c 1 -W 5 fd00::2 >/dev/null && echo gateway-answers; "
         "ping6 -c 1 -W 5 fd00::3 >/dev/null && echo dns-answers"
     )
-    out = rlm.ok("run", "--rm", "--network", IPV6, *RAW, IMAGE, "sh", "-c", script).stdout
-    assert "inet6 fd00::100/64 scope global" in out
-    assert "default via fd00::2 dev tap0" in out
-    assert "gateway-answers" in out and "dns-answers" in out
-    # Off by default (podman 4.x's enable_ipv6=false): no global IPv6 address.
-    out = rlm.ok("run", "--rm", IMAGE, "ip", "-6", "addr", "show", "tap0").stdout
+    # On by default, as podman 4.x's enable_ipv6 (its containers.conf: "Default is true").
+    for network in ("slirp4netns", IPV6):
+        out = rlm.ok("run", "--rm", "--network", network, *RAW, IMAGE, "sh", "-c", script).stdout
+        assert "inet6 fd00::100/64 scope global" in out, network
+        assert "default via fd00::2 dev tap0" in out, network
+        assert "gateway-answers" in out and "dns-answers" in out, network
+    # enable_ipv6=false: no global IPv6 address, no IPv6 route.
+    script = "ip -6 addr show tap0; ip -6 route"
+    out = rlm.ok("run", "--rm", "--network", NO_IPV6, IMAGE, "sh", "-c", script).stdout
     assert "fd00::" not in out
+
+
+def _host_connect6_error(address: str, port: int) -> str | None:
+    """How the host's own connect to [address]:port fails within 5 s (None: it does not)."""
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect((address, port))
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def test_an_ipv6_connect_the_host_cannot_make_fails_instead_of_timing_out(rlm: Rl) -> None:
+    """With IPv6 on by default, an app that tries an AAAA address first must not wait for its
+    timeout where the host has no way there: the stack refuses the container's connection
+    (RST) when the host's connect fails. (podman 4.3 here, slirp4netns with IPv6 on by
+    default: `nc -w 5` to this address times out.)"""
+    if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("the host has no IPv6")
+    # 2001:db8::/32 is for documentation: no host reaches it. Where the host's own attempt
+    # hangs (a route whose packets vanish), the stack can only pass that on.
+    if _host_connect6_error("2001:db8::1", 80) is None:
+        pytest.skip("the host's own IPv6 connect to 2001:db8::1 hangs rather than fails")
+    # The default network; the route shows the attempt leaves through the stack (without
+    # one, the container's kernel says "Network is unreachable" itself).
+    script = (
+        "ip -6 route | grep -q '^default via fd00::2' || echo no-route; "
+        "nc -w 5 2001:db8::1 80 </dev/null; echo exit=$?"
+    )
+    result = rlm("run", "--rm", IMAGE, "sh", "-c", script)
+    assert result.returncode == 0, result
+    assert result.stdout.strip() == "exit=1", result
+    assert "timed out" not in result.stderr, result
+    # The stack's RST, or an ICMPv6 unreachable from it.
+    assert "Connection refused" in result.stderr or "No route to host" in result.stderr, result
 
 
 def test_ipv6_tcp_to_host_loopback_only_when_allowed(rlm: Rl, web6: tuple[int, str]) -> None:
@@ -353,7 +397,11 @@ def test_dns_forwarder_answers_at_fd00_3(rlm: Rl, dns: int) -> None:
 def test_inspect_shows_the_ipv6_address(rlm: Rl) -> None:
     import json
 
-    rlm.ok("run", "-d", "--name", "net6", "--network", IPV6, *RAW, IMAGE, "sleep", "1000")
+    if not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("the host has no IPv6")
+    # The default network (IPv6 on), in a detached container (the monitor sets up its TAP).
+    rlm.ok("run", "-d", "--name", "net6", *RAW, IMAGE, "sleep", "1000")
+    rlm.ok("create", "--name", "net6off", "--network", NO_IPV6, IMAGE, "true")
     try:
         settings = json.loads(rlm.ok("inspect", "net6").stdout)[0]["NetworkSettings"]
         assert settings["GlobalIPv6Address"] == "fd00::100"
@@ -361,8 +409,10 @@ def test_inspect_shows_the_ipv6_address(rlm: Rl) -> None:
         assert settings["IPv6Gateway"] == "fd00::2"
         out = rlm.ok("exec", "net6", "ping6", "-c", "1", "-W", "5", "fd00::2").stdout
         assert "1 packets received" in out
+        settings = json.loads(rlm.ok("inspect", "net6off").stdout)[0]["NetworkSettings"]
+        assert settings["GlobalIPv6Address"] == "" and settings["IPv6Gateway"] == ""
     finally:
-        rlm.ok("rm", "-f", "net6")
+        rlm.ok("rm", "-f", "net6", "net6off")
 
 
 def _host_address() -> str:
@@ -411,8 +461,8 @@ def test_resolv_conf_with_ipv6_lists_the_ipv4_forwarder_as_podman_does(rlm: Rl) 
     # podman 4.3.1 with slirp4netns:enable_ipv6=true (compared on this machine) writes
     # "nameserver 10.0.2.3" and then the host's servers, not fd00::3 (libpod's
     # addSlirp4netnsDNS adds the IPv4 forwarder only): the same file as without IPv6.
-    with_ipv6 = rlm.ok("run", "--rm", "--network", IPV6, IMAGE, "cat", "/etc/resolv.conf").stdout
-    without = rlm.ok("run", "--rm", IMAGE, "cat", "/etc/resolv.conf").stdout
+    with_ipv6 = rlm.ok("run", "--rm", IMAGE, "cat", "/etc/resolv.conf").stdout  # the default
+    without = rlm.ok("run", "--rm", "--network", NO_IPV6, IMAGE, "cat", "/etc/resolv.conf").stdout
     assert with_ipv6.splitlines()[0] == "nameserver 10.0.2.3"
     assert "fd00::3" not in with_ipv6
     assert with_ipv6 == without
