@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from rootless.errors import RlError
+from rootless.images.unpacked import layer_dir
 
 if TYPE_CHECKING:
     from rootless.images import archive
-    from rootless.images.unpack import NamespaceWorkers, Unpacked
+    from rootless.images.unpacked import Unpacked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -350,8 +351,9 @@ class ImageStore:
 
     # --- adding images -------------------------------------------------------------------------
 
-    def _staging_dir(self, kind: str) -> Path:
-        path = self.root / "tmp" / f"{kind}-{os.getpid()}-{os.urandom(6).hex()}"
+    def _staging_dir(self, kind: str, owner: int | None = None) -> Path:
+        """`owner`: the pid of the rl process the directory is for (stale once it is gone)."""
+        path = self.root / "tmp" / f"{kind}-{owner or os.getpid()}-{os.urandom(6).hex()}"
         try:
             path.mkdir(mode=0o700)
         except OSError as exc:
@@ -508,64 +510,10 @@ class ImageStore:
     def discard_staging_dir(self, staging_dir: Path) -> None:
         self._discard(staging_dir)
 
-    def blob_digests(self, digests: Iterable[str]) -> set[str]:
-        """Those of `digests` whose blob the store holds."""
-        return {d for d in digests if self.blob_path(d).is_file()}
-
-    def unpacked_diff_ids(self, diff_ids: Iterable[str]) -> set[str]:
-        """Those of `diff_ids` the store has unpacked."""
-        have = {r[0] for r in self.db.execute("SELECT diff_id FROM layers")}
-        return have & set(diff_ids)
-
-    def namespace_workers(self) -> NamespaceWorkers:
-        """Workers in the user namespace for unpacking and committing (close them after)."""
-        from rootless.images.unpack import NamespaceWorkers
-
-        return NamespaceWorkers()
-
     @staticmethod
     def layer_dir(staging_dir: Path, diff_id: str) -> Path:
         """Where a layer is unpacked in `staging_dir` before the commit moves it into place."""
-        return staging_dir / f"layer-{_hex(diff_id)}"
-
-    def commit_pulled(
-        self,
-        staging_dir: Path,
-        *,
-        name: str,
-        manifest: bytes,
-        manifest_type: str,
-        config: bytes,
-        layers: Sequence[tuple[str, str, str, Path | None]],
-        unpacked: Mapping[str, Unpacked] | None = None,
-        workers: NamespaceWorkers | None = None,
-    ) -> str:
-        """Add a pulled image; returns its ID. `layers`, bottom first, are (blob digest,
-        diff-id, media type, the verified blob staged in `staging_dir`, or None when the
-        store already has the blob). `unpacked`: the layers (by diff-id) already unpacked into
-        `layer_dir(staging_dir, diff_id)`, verified. The commit runs in `workers` when given.
-        The staging directory is consumed."""
-        from rootless.images import archive
-
-        staging = archive.Staging(staging_dir)
-        config_blob = staging.add_bytes(config)
-        manifest_blob = staging.add_bytes(manifest)
-        image_layers = []
-        for digest, diff_id, media_type, staged in layers:
-            path = staged or self.blob_path(digest)
-            size = path.stat().st_size if path.exists() else 0
-            blob = archive.Blob(path, digest, size)
-            image_layers.append(archive.ArchiveLayer(blob, diff_id, media_type))
-        image = archive.ArchiveImage(
-            [name], config_blob, json.loads(config), manifest_blob, manifest_type, image_layers
-        )
-        _check_layer_types([image])
-        ready = {diff_id: _layer_size(found) for diff_id, found in (unpacked or {}).items()}
-        if workers is not None:
-            workers.call(_unpack_and_commit, self.root, staging_dir, [image], ready)
-        else:
-            self._commit(staging_dir, [image], ready)
-        return image.id
+        return layer_dir(staging_dir, diff_id)
 
     def _commit(
         self,
@@ -580,17 +528,7 @@ class ImageStore:
         )
 
     def _discard(self, staging_dir: Path) -> None:
-        """Remove a staging directory; unpacked layers in it need the user namespace."""
-        if not staging_dir.exists():
-            return
-        if not any(p.name.startswith("layer-") for p in staging_dir.iterdir()):
-            import shutil
-
-            shutil.rmtree(staging_dir, ignore_errors=True)
-            return
-        from rootless.userns import run_in_userns
-
-        run_in_userns(functools.partial(_remove_tree, staging_dir))
+        discard_staging_dir(staging_dir)
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -780,6 +718,104 @@ def _unpack_one(blob: Path, dest: Path, diff_id: str, layer_ref: str) -> int:
     return _layer_size(unpack_file(blob, dest, diff_id=diff_id, layer_ref=layer_ref))
 
 
+def discard_staging_dir(staging_dir: Path) -> None:
+    """Remove a staging directory; unpacked layers in it need the user namespace."""
+    if not staging_dir.exists():
+        return
+    if not any(p.name.startswith("layer-") for p in staging_dir.iterdir()):
+        import shutil
+
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        return
+    from rootless.userns import run_in_userns
+
+    run_in_userns(functools.partial(_remove_tree, staging_dir))
+
+
+# --- the jobs of `rl pull` (rootless.registry.pull runs them in its namespace workers) -------
+#
+# Their arguments and results are built-in types (and Unpacked, from a module of its own):
+# pickle imports the module of every class it meets, and `rl pull` itself never imports this
+# one, nor sqlite3 or the archive code (issue 5: its process is the critical path; the
+# workers' helper imports them on the other core while `rl pull` imports its network stack).
+
+
+def prepare_pull(root: Path, owner: int) -> tuple[Path, list[str], list[str]]:
+    """Open (or create) the store at `root` and a staging directory in it for a pull by the
+    process `owner`; returns the directory, the image IDs and the diff-ids of the unpacked
+    layers the store has."""
+    store = ImageStore.open(root)
+    try:
+        staging_dir = store._staging_dir("pull", owner)
+        image_ids = [r[0] for r in store.db.execute("SELECT id FROM images")]
+        diff_ids = [r[0] for r in store.db.execute("SELECT diff_id FROM layers")]
+    finally:
+        store.close()
+    return staging_dir, image_ids, diff_ids
+
+
+def commit_pulled(
+    root: Path,
+    staging_dir: Path,
+    name: str,
+    manifest: bytes,
+    manifest_type: str,
+    config: bytes,
+    layers: Sequence[tuple[str, str, str, Path | None]],
+    unpacked: Mapping[str, Unpacked],
+) -> str:
+    """Add a pulled image; returns its ID. `layers`, bottom first, are (blob digest, diff-id,
+    media type, the verified blob staged in `staging_dir`, or None when the store already has
+    the blob). `unpacked`: the layers (by diff-id) already unpacked into
+    `layer_dir(staging_dir, diff_id)`, verified. Runs as root of the user namespace (a
+    worker's job). The staging directory is consumed."""
+    image = _pulled_image(root, staging_dir, name, manifest, manifest_type, config, layers)
+    ready = {diff_id: _layer_size(found) for diff_id, found in unpacked.items()}
+    _unpack_and_commit(root, staging_dir, [image], ready)
+    return image.id
+
+
+def commit_pulled_when_told(root: Path, staging_dir: Path, fd: int) -> str | None:
+    """`commit_pulled`, started before the pull has what to commit: the worker is forked and
+    waiting when it has. Reads the rest of the arguments, pickled, from `fd` (a pipe; closed
+    here); none means the pull failed: nothing is committed, None returned."""
+    import pickle
+
+    with open(fd, "rb") as told:
+        data = told.read()
+    if not data:
+        return None
+    return commit_pulled(root, staging_dir, *pickle.loads(data))
+
+
+def _pulled_image(
+    root: Path,
+    staging_dir: Path,
+    name: str,
+    manifest: bytes,
+    manifest_type: str,
+    config: bytes,
+    layers: Sequence[tuple[str, str, str, Path | None]],
+) -> archive.ArchiveImage:
+    """The pulled image, with its config and manifest staged."""
+    from rootless.images import archive
+
+    staging = archive.Staging(staging_dir)
+    config_blob = staging.add_bytes(config)
+    manifest_blob = staging.add_bytes(manifest)
+    image_layers = []
+    for digest, diff_id, media_type, staged in layers:
+        path = staged or root / "blobs" / "sha256" / _hex(digest)
+        size = path.stat().st_size if path.exists() else 0
+        blob = archive.Blob(path, digest, size)
+        image_layers.append(archive.ArchiveLayer(blob, diff_id, media_type))
+    image = archive.ArchiveImage(
+        [name], config_blob, json.loads(config), manifest_blob, manifest_type, image_layers
+    )
+    _check_layer_types([image])
+    return image
+
+
 def _layer_size(unpacked: Unpacked) -> int:
     """The size podman reports for a layer: its uncompressed tar (for zstd: the content)."""
     if unpacked.compression == "zstd":
@@ -795,7 +831,7 @@ def _run_parallel(calls: Sequence[Callable[[], int]]) -> list[int]:
         return [call() for call in calls]
     import select
 
-    from rootless.images.unpack import outcome
+    from rootless.images.workers import outcome
 
     results: list[int] = [0] * len(calls)
     pending = list(enumerate(calls))

@@ -24,24 +24,22 @@ hidden entry (no CAP_MKNOD needed since Linux 5.8), and opaque directories get t
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import functools
 import hashlib
 import importlib
 import os
 import pwd
-import signal
-import socket
 import stat
-import struct
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from rootless import syscalls
 from rootless.errors import RlError
+from rootless.images.unpacked import Unpacked as Unpacked
 from rootless.images.whiteout import (
     LayerPath,
     Opaque,
@@ -54,10 +52,9 @@ from rootless.images.whiteout import (
     layer_path,
     printable,
 )
+from rootless.images.workers import NamespaceWorkers as NamespaceWorkers  # (their old home)
+from rootless.images.workers import outcome as outcome
 from rootless.log import logger
-
-if TYPE_CHECKING:
-    from rootless.userns import IdMapping
 
 log = logger()
 
@@ -86,16 +83,6 @@ SUBID_FIX = (
 
 class _Refused(Exception):
     """An entry the layer may not contain; str() says why (the caller adds layer and entry)."""
-
-
-# A NamedTuple rather than a dataclass: cheaper to create at import (issue 5).
-class Unpacked(NamedTuple):
-    """What unpacking a layer found: regular-file content bytes, the uncompressed tar's size,
-    and how the blob was compressed ("gzip", "zstd" or "none")."""
-
-    content_bytes: int
-    tar_bytes: int
-    compression: str
 
 
 def unpack_layer(blob: Path, dest: Path, *, diff_id: str, layer_ref: str) -> int:
@@ -262,10 +249,36 @@ class _Prefixed:
         return True
 
 
+@functools.cache
+def _inflater() -> tuple[Callable[[int], Any], tuple[type[Exception], ...]]:
+    """zlib's decompressobj and its errors, or those of ISA-L's when the `isal` module is
+    installed: the same output 2-2.5x faster (inflating is most of a gzip layer's unpacking,
+    and a pull waits for the last layer's; issue 5). Looked up once, as this module loads
+    (`rl pull`'s namespace helper imports it before it forks the workers)."""
+    try:
+        isal_zlib = importlib.import_module("isal.isal_zlib")
+    except ImportError:
+        return zlib.decompressobj, (zlib.error,)
+    return isal_zlib.decompressobj, (zlib.error, isal_zlib.error)
+
+
+_inflater()
+
+
 def _gunzip(raw: _Prefixed) -> Iterator[bytes]:
+    decompressobj, errors = _inflater()
+    try:
+        yield from _members(raw, decompressobj)
+    except errors as exc:
+        if isinstance(exc, zlib.error):
+            raise
+        raise zlib.error(str(exc)) from exc  # (what unpack_stream reports, as from zlib)
+
+
+def _members(raw: _Prefixed, decompressobj: Callable[[int], Any]) -> Iterator[bytes]:
     # gzip files may hold several members, possibly separated by zero padding (as gzip(1)
     # reads them); a member cut short is an error.
-    member: zlib._Decompress | None = None
+    member: Any = None  # zlib's or ISA-L's decompressor
     data = b""
     while True:
         if not data:
@@ -282,7 +295,7 @@ def _gunzip(raw: _Prefixed) -> Iterator[bytes]:
             data = data.lstrip(b"\0")
             if not data:
                 continue
-            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            member = decompressobj(16 + zlib.MAX_WBITS)
         out = member.decompress(data, CHUNK)
         if out:
             yield out
@@ -852,259 +865,3 @@ def _rmdir(top: int, relative: str) -> None:
         finally:
             os.close(holder_fd)
         os.rmdir(relative, dir_fd=top)
-
-
-# --- workers in one user namespace ----------------------------------------------------------
-
-
-class NamespaceWorkers:
-    """One helper process that is root of a new user namespace (the user's subordinate ids
-    mapped: one newuidmap/newgidmap round trip in all) and forks a worker for each job.
-
-    `rl pull` starts it before its event loop, so that every layer can be unpacked by its own
-    worker while the layer downloads (the pipe it reads is passed along with the job), and the
-    store's commit runs in the same namespace. A job is a module-level function and picklable
-    arguments; file descriptors passed with it are appended to the arguments (as the worker's
-    numbers). The worker's return value or exception comes back pickled through a pipe whose
-    read end `submit` returns. The helper ignores SIGINT (the terminal sends it to the whole
-    process group): it ends when rl closes the control socket or dies, after its workers.
-    """
-
-    def __init__(self, mapping: IdMapping | None = None) -> None:
-        """Starts the helper and returns at once: the helper has its id maps written itself
-        (newuidmap/newgidmap are setuid execs, 10-30 ms), so rl can work meanwhile (`rl pull`
-        imports its network stack). `ready` (or the first job) waits for the outcome."""
-        from rootless.userns import default_mapping
-
-        mapping = mapping or default_mapping()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        ready_r, ready_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the helper
-            code = 1
-            try:
-                ours.close()
-                os.close(ready_r)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                problem = _enter_namespace(mapping)
-                if not problem:
-                    _become_root()
-                os.write(ready_w, problem.encode() or READY)
-                os.close(ready_w)
-                if not problem:
-                    _serve_jobs(theirs)
-                    code = 0
-            finally:
-                os._exit(code)
-        theirs.close()
-        os.close(ready_w)
-        self._pid: int | None = pid
-        self._control = ours
-        self._ready = ready_r  # -1 once read
-
-    def ready(self) -> None:
-        """Wait until the helper is root of its namespace and takes jobs; raises RlError when
-        it cannot be (then the helper is gone)."""
-        if self._ready < 0:
-            return
-        try:
-            answer = _read_to_end(self._ready)
-        finally:
-            os.close(self._ready)
-            self._ready = -1
-        if answer != READY:
-            self.close()
-            raise RlError(answer.decode(errors="replace") or NO_NAMESPACE)
-
-    def __enter__(self) -> NamespaceWorkers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def submit(self, fn: Callable[..., object], *args: object, fds: Sequence[int] = ()) -> int:
-        """Start `fn(*args, *fds)` in a worker; returns the fd to read its outcome from (pass
-        it to `outcome` when read to the end). `fds` stay open here: close them yourself."""
-        import pickle
-
-        self.ready()
-        result_r, result_w = os.pipe2(os.O_CLOEXEC)
-        try:
-            payload = pickle.dumps((fn, args))
-            header = struct.pack("!QI", len(payload), len(fds))
-            socket.send_fds(self._control, [header], [result_w, *fds])
-            self._control.sendall(payload)
-        except OSError as exc:
-            os.close(result_r)
-            raise RlError(f"the user namespace helper process is gone: {exc}") from exc
-        finally:
-            os.close(result_w)
-        return result_r
-
-    def call(self, fn: Callable[..., T], *args: object) -> T:
-        """Run `fn(*args)` in a worker and wait for it."""
-        fd = self.submit(fn, *args)
-        try:
-            data = _read_to_end(fd)
-        finally:
-            os.close(fd)
-        result: T = outcome(data)
-        return result
-
-    def close(self) -> None:
-        """Let the helper finish: it waits for its workers, then exits."""
-        if self._ready >= 0:
-            os.close(self._ready)
-            self._ready = -1
-        if self._pid is None:
-            return
-        self._control.close()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self._pid, 0)
-        self._pid = None
-
-
-def outcome(data: bytes) -> Any:
-    """A worker's pickled (ok, value): the value, or its exception raised here."""
-    import pickle
-
-    if not data:
-        raise RlError("a worker process in the user namespace died")
-    ok, value = pickle.loads(data)
-    if ok:
-        return value
-    raise value
-
-
-READY = b"ready"  # what the helper answers when it takes jobs (else why not, or nothing)
-NO_NAMESPACE = (
-    "cannot create a user namespace: unprivileged user namespaces may be disabled (see `rl doctor`)"
-)
-
-
-def _enter_namespace(mapping: IdMapping) -> str:
-    """In the helper: unshare a user namespace and have the id maps written by a child forked
-    first (it stays outside the namespace, as newuidmap's caller must); "" or what failed."""
-    from rootless.userns import apply_mapping
-
-    helper = os.getpid()
-    go_r, go_w = os.pipe()
-    result_r, result_w = os.pipe()
-    mapper = os.fork()
-    if mapper == 0:
-        code = 1
-        try:
-            os.close(go_w)
-            os.close(result_r)
-            if os.read(go_r, 1) == b"1":
-                try:
-                    apply_mapping(helper, mapping)
-                    text = READY.decode()
-                except RlError as exc:
-                    text = exc.message
-                except OSError as exc:
-                    text = f"cannot write the id maps of the user namespace: {exc}"
-                os.write(result_w, text.encode())
-                code = 0
-        finally:
-            os._exit(code)
-    os.close(go_r)
-    os.close(result_w)
-    try:
-        try:
-            syscalls.unshare(syscalls.CLONE_NEWUSER)
-        except OSError:
-            return NO_NAMESPACE
-        os.write(go_w, b"1")
-    finally:
-        os.close(go_w)  # (without the go-ahead the mapper exits)
-        try:
-            answer = _read_to_end(result_r)
-        finally:
-            os.close(result_r)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(mapper, 0)
-    if answer == READY:
-        return ""
-    return answer.decode(errors="replace") or "the process writing the id maps died"
-
-
-def _become_root() -> None:
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    with contextlib.suppress(OSError):  # denied in a single-id namespace
-        os.setgroups([])
-
-
-def _read_to_end(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _receive_exactly(sock: socket.socket, size: int) -> bytes:
-    parts: list[bytes] = []
-    while size > 0:
-        part = sock.recv(min(size, 1 << 20))
-        if not part:
-            raise EOFError("the control socket closed in the middle of a job")
-        parts.append(part)
-        size -= len(part)
-    return b"".join(parts)
-
-
-def _serve_jobs(sock: socket.socket) -> None:
-    """The helper's loop: receive a job, fork its worker, reap finished workers."""
-    import pickle
-
-    header_size = struct.calcsize("!QI")
-    workers: set[int] = set()
-    try:
-        while True:
-            header, fds, _, _ = socket.recv_fds(sock, header_size, 64)
-            if not header:
-                break
-            size, count = struct.unpack("!QI", header)
-            result_w, passed = fds[0], fds[1 : 1 + count]
-            try:
-                fn, args = pickle.loads(_receive_exactly(sock, size))
-                pid = os.fork()
-                if pid == 0:
-                    sock.close()
-                    _run_job(result_w, fn, (*args, *passed))
-                workers.add(pid)
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            while workers:
-                done, _ = os.waitpid(-1, os.WNOHANG)
-                if done == 0:
-                    break
-                workers.discard(done)
-    finally:
-        for pid in workers:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-
-
-def _run_job(result_w: int, fn: Callable[..., object], args: tuple[object, ...]) -> None:
-    """In a worker: run the job, send back its outcome, exit."""
-    import pickle
-
-    code = 0
-    try:
-        try:
-            payload = pickle.dumps((True, fn(*args)))
-        except BaseException as exc:  # everything goes back to rl
-            try:
-                payload = pickle.dumps((False, exc))
-            except Exception:
-                payload = pickle.dumps((False, RlError(f"{type(exc).__name__}: {exc}")))
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(result_w, view) :]
-    except BaseException:
-        code = 1
-    finally:
-        os._exit(code)

@@ -10,6 +10,12 @@ worker in the user namespace (`NamespaceWorkers`, one namespace for the whole pu
 decompresses, checks the diff-id and unpacks into the staging directory; it counts only when
 both the blob and the diff-id check out. Then the store commits the image in one step, in the
 same namespace. Any failure leaves the store as it was.
+
+Where the time goes (issue 5): this process's imports (trio, httpx) are most of a small pull,
+and nothing can use the network before them. So what else it can, runs on the other core: the
+namespace helper forks before those imports, imports the unpacking and store code itself,
+opens the store (`StoreView`) and forks the commit's worker ahead of time; this process never
+loads tarfile, sqlite3 or the archive code.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -38,8 +45,8 @@ from rootless.registry.reference import Reference
 from rootless.registry.shortnames import is_insecure_registry
 
 if TYPE_CHECKING:
-    from rootless.images.store import ImageStore
-    from rootless.images.unpack import NamespaceWorkers, Unpacked
+    from rootless.images.unpacked import Unpacked
+    from rootless.images.workers import NamespaceWorkers
     from rootless.registry.auth import Scope
     from rootless.registry.client import BlobTarget, RegistryClient
     from rootless.registry.progress import Board
@@ -241,7 +248,7 @@ class Fetched(NamedTuple):
 
 def pull(text: str, options: PullOptions) -> str:
     """Pull `text` into the store; returns the image ID."""
-    from rootless.images.store import ImageStore
+    from rootless import paths
     from rootless.registry.reference import parse
     from rootless.registry.shortnames import load_registries_config, resolve_short_name
 
@@ -251,12 +258,14 @@ def pull(text: str, options: PullOptions) -> str:
     if resolution.rationale == "alias":
         progress.line(f'Resolved "{resolution.short_name}" as an alias ({resolution.origin})')
     candidates = _chosen(resolution)
-    store = ImageStore.open()
+    root = paths.data_dir()
     try:
         errors: list[RlError] = []
         for candidate in candidates:
             try:
-                image_id = _pull_candidate(store, candidate, config, options, progress)
+                image_id = _pull_candidate(root, candidate, config, options, progress)
+            except StoreUnavailable:
+                raise  # (no other candidate can do better)
             except RlError as exc:
                 errors.append(exc)
                 continue
@@ -268,7 +277,6 @@ def pull(text: str, options: PullOptions) -> str:
         raise RlError("; ".join(e.message for e in errors))
     finally:
         progress.close_bars()
-        store.close()
 
 
 def pull_all_tags(text: str, options: PullOptions) -> list[str]:
@@ -353,33 +361,81 @@ def _remember_choice(short_name: str, target: Reference) -> None:
         logger().warning("cannot record the alias %s in %s: %s", short_name, path, exc)
 
 
+class StoreUnavailable(RlError):
+    """The image store cannot be opened (or a staging directory made in it)."""
+
+
+class StoreView(NamedTuple):
+    """What a pull needs to know of the image store, read by a worker as the pull starts
+    (`rootless.images.store.prepare_pull`): a pull only adds, and the commit copes with
+    whatever another rl added meanwhile."""
+
+    root: Path
+    staging_dir: Path  # private to this pull, under the store's tmp/
+    image_ids: frozenset[str]
+    unpacked: frozenset[str]  # diff-ids of the layers the store has unpacked
+
+    def has_image(self, config_digest: str) -> bool:
+        return config_digest.removeprefix("sha256:") in self.image_ids
+
+    def blob_digests(self, digests: list[str]) -> set[str]:
+        """Those of `digests` whose blob the store holds."""
+        blobs = self.root / "blobs" / "sha256"
+        return {d for d in digests if (blobs / d.removeprefix("sha256:")).is_file()}
+
+    def unpacked_diff_ids(self, diff_ids: set[str]) -> set[str]:
+        return diff_ids & self.unpacked
+
+
+def _open_store(root: Path, workers: NamespaceWorkers, job: int) -> StoreView:
+    """The outcome of the `prepare_pull` job read from `job` (its result fd, closed here)."""
+    from rootless.images.workers import outcome, read_to_end
+
+    try:
+        workers.ready()  # (a namespace that failed is the error, not the job's lost outcome)
+        data = read_to_end(job)
+    finally:
+        os.close(job)
+    try:
+        staging_dir, image_ids, diff_ids = outcome(data)
+    except RlError as exc:
+        raise StoreUnavailable(exc.message) from None
+    return StoreView(root, staging_dir, frozenset(image_ids), frozenset(diff_ids))
+
+
 def _pull_candidate(
-    store: ImageStore,
+    root: Path,
     ref: Reference,
     config: RegistriesConfig,
     options: PullOptions,
     progress: Progress,
 ) -> str:
-    # pickle and archive: what the namespace helper's workers need, loaded before it forks,
-    # or each worker imports them again (jobs; the commit's, ~5 ms on its path).
-    import pickle  # noqa: F401
+    # dataclasses and logging: needed on both sides of the fork below (trio and httpx import
+    # them here, the unpacking code in the helper): imported once, now (~10 ms of CPU).
+    import dataclasses  # noqa: F401
+    import logging  # noqa: F401
 
-    import rootless.images.archive
+    from rootless.images.workers import PULL_JOB_MODULES, NamespaceWorkers
     from rootless.registry.shortnames import registry_for
 
     progress.line(f"Trying to pull {ref}...")
-    staging_dir = store.new_staging_dir("pull")
-    workers: NamespaceWorkers | None = None
+    # The helper forks now, before the network stack is imported: it and its workers stay
+    # small and quick to fork. It shares what this process has imported so far (json,
+    # hashlib, pathlib, ...), and imports the rest of what its jobs need itself, on the other
+    # core, while this process imports trio.
+    workers = NamespaceWorkers(preload=PULL_JOB_MODULES)
+    store: StoreView | None = None
+    commit: _Commit | None = None
     try:
-        workers = store.namespace_workers()
-        # The network stack only after that fork: the helper and the workers it forks
-        # (one per layer, one for the commit) stay small and quick to fork.
+        # The helper opens the store while this process imports the network stack.
+        job = workers.submit("rootless.images.store:prepare_pull", root, os.getpid(), early=True)
         import rootless.registry.quickimport  # noqa: F401  # isort: skip  (before trio)
         import trio
 
         # newuidmap/newgidmap wrote the helper's id maps during those imports; a failure there
-        # is reported before any network error.
-        workers.ready()
+        # is reported before any network error (_open_store waits for them first).
+        store = _open_store(root, workers, job)
+        commit = _Commit(workers, root, store.staging_dir)
         unpacked: dict[str, Unpacked] = {}  # by diff-id, in staging (kept across mirrors)
         failures: list[RlError] = []
         for source in registry_for(ref, config).pull_sources():  # mirrors first
@@ -392,7 +448,7 @@ def _pull_candidate(
                     image_name(ref),
                     options,
                     insecure,
-                    Staging(staging_dir, workers, unpacked),
+                    Staging(store.staging_dir, workers, unpacked),
                     progress,
                 )
                 break
@@ -401,13 +457,12 @@ def _pull_candidate(
         else:
             raise failures[-1]  # the registry's own answer, after any mirrors
         progress.done()
-        return store.commit_pulled(
-            staging_dir,
-            name=fetched.name,
-            manifest=fetched.manifest_bytes,
-            manifest_type=fetched.manifest_type,
-            config=fetched.config_bytes,
-            layers=[
+        image_id = commit.run(
+            fetched.name,
+            fetched.manifest_bytes,
+            fetched.manifest_type,
+            fetched.config_bytes,
+            [
                 (
                     p.descriptor.digest,
                     p.diff_id,
@@ -417,15 +472,65 @@ def _pull_candidate(
                 for p in fetched.layers
             ],
             # (a mirror that failed may have brought layers of another manifest)
-            unpacked={
-                p.diff_id: unpacked[p.diff_id] for p in fetched.layers if p.diff_id in unpacked
-            },
-            workers=workers,
+            {p.diff_id: unpacked[p.diff_id] for p in fetched.layers if p.diff_id in unpacked},
         )
+        return image_id
     finally:
-        if workers is not None:
-            workers.close()  # waits for every worker: nothing writes to staging any more
-        store.discard_staging_dir(staging_dir)
+        if commit is not None:
+            commit.cancel()  # (it has run, or the pull failed: nothing to commit)
+        workers.close()  # waits for every worker: nothing writes to staging any more
+        if store is not None and store.staging_dir.exists():  # (the commit consumes it)
+            from rootless.images.store import discard_staging_dir
+
+            discard_staging_dir(store.staging_dir)
+
+
+class _Commit:
+    """The store's commit of a pull, in a worker forked as the download starts (on the other
+    core, while this one waits for the registry): when the pull has what to commit, the
+    worker is there to do it."""
+
+    def __init__(self, workers: NamespaceWorkers, root: Path, staging_dir: Path) -> None:
+        read_end, self._told = os.pipe2(os.O_CLOEXEC)
+        try:
+            self._result = workers.submit(
+                "rootless.images.store:commit_pulled_when_told", root, staging_dir, fds=[read_end]
+            )
+        except BaseException:
+            os.close(self._told)
+            raise
+        finally:
+            os.close(read_end)
+
+    def run(self, *args: object) -> str:
+        """Commit (the arguments of store.commit_pulled after the staging directory); returns
+        the image ID."""
+        import pickle
+
+        from rootless.images.workers import outcome, read_to_end
+
+        told, self._told = self._told, -1
+        try:
+            view = memoryview(pickle.dumps(args))
+            while view:
+                view = view[os.write(told, view) :]
+        except BrokenPipeError:
+            pass  # the worker is gone: its outcome says why
+        finally:
+            os.close(told)
+        result, self._result = self._result, -1
+        try:
+            image_id: str = outcome(read_to_end(result))
+        finally:
+            os.close(result)
+        return image_id
+
+    def cancel(self) -> None:
+        """Let the worker go without committing (when `run` has not)."""
+        for fd in (self._told, self._result):
+            if fd >= 0:
+                os.close(fd)
+        self._told = self._result = -1
 
 
 class Staging(NamedTuple):
@@ -437,7 +542,7 @@ class Staging(NamedTuple):
 
 
 async def _fetch(
-    store: ImageStore,
+    store: StoreView,
     ref: Reference,
     name: str,
     options: PullOptions,
@@ -497,7 +602,7 @@ async def _fetch(
         # archive with its layers compressed differently: then it needs no blob at all.
         have = (
             set(layer_digests)
-            if store.exists(manifest.config.digest)
+            if store.has_image(manifest.config.digest)
             else store.blob_digests(layer_digests)
         )
         plans = plan_layers(
@@ -572,16 +677,16 @@ async def _fetch_and_unpack(
 
     import trio
 
-    from rootless.images.store import ImageStore
-    from rootless.images.unpack import outcome, unpack_fd
+    from rootless.images.unpacked import layer_dir
+    from rootless.images.workers import outcome
 
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     try:
         result_fd = staging.workers.submit(
-            unpack_fd,
-            ImageStore.layer_dir(staging.directory, plan.diff_id),
+            "rootless.images.unpack:unpack_fd",  # by name: this process never loads tarfile
+            layer_dir(staging.directory, plan.diff_id),
             plan.diff_id,
             layer_ref,
             fds=[read_end],
