@@ -1,7 +1,7 @@
 """fuseoverlay vs fuse-overlayfs vs kernel overlayfs: the rows of issue 4, in one run.
 
     /opt/rl/venv/bin/python bench/fs.py [--reps 3] [--only kernel,fuseoverlay,fuse-overlayfs]
-                                        [--rows write,creates,...]
+                                        [--rows write,creates,...] [--fuseoverlay PROGRAM]
 
 Run as root (or as the test user); the measurements run as the unprivileged test user, as root of
 a user namespace with its own mount namespace, each filesystem mounted the same way with one
@@ -24,6 +24,16 @@ on a file system without a journal (this machine's) every allocation first skips
 recently deleted inodes (a minute, five while dirty), so a row run soon after a large delete in
 the same block group (the previous repetition's, or another program's) can take several times
 as long. The repetitions alternate the order of the implementations; compare medians.
+
+The rows made of small requests (cold stat, tar x) also depend on where the scheduler puts the
+caller and the FUSE helper. On one CPU a request costs two plain context switches (10k cold
+stats: ~0.15-0.30 s fuse-overlayfs, ~0.20-0.34 s fuseoverlay, whose Python costs a few
+microseconds more per request); on two CPUs each wakes the other with an interrupt, which on this
+virtual machine costs tens of microseconds (fuse-overlayfs 0.6-0.95 s; fuseoverlay 0.39-0.51 s,
+as it polls for the next request, see fuseoverlay/session.py). Which one happens varies with the
+machine's load (a loaded machine tends to put both on one CPU), so the cold-stat ratio can move
+from 0.5 to 1.5 between runs: look at the medians of each column too. `taskset -c 0` on this
+script (inherited by everything it starts) gives the one-CPU case.
 """
 
 from __future__ import annotations
@@ -77,7 +87,9 @@ def _cpu_seconds(pid: int | None) -> float:
 
 
 @contextmanager
-def _mount(kind: str, merged: Path, options: str) -> Iterator[int | None]:
+def _mount(
+    kind: str, merged: Path, options: str, fuseoverlay: str = FUSEOVERLAY
+) -> Iterator[int | None]:
     """Mounted at `merged`; yields the FUSE helper's pid (None for the kernel's overlay)."""
     from rootless import syscalls
 
@@ -85,7 +97,7 @@ def _mount(kind: str, merged: Path, options: str) -> Iterator[int | None]:
     if kind == "kernel":
         syscalls.mount("overlay", merged, "overlay", 0, options + ",userxattr")
     else:
-        program = FUSEOVERLAY if kind == "fuseoverlay" else "fuse-overlayfs"
+        program = fuseoverlay if kind == "fuseoverlay" else "fuse-overlayfs"
         helper = subprocess.Popen([program, "-f", "-o", options, str(merged)])
         deadline = time.monotonic() + 15
         while not _mounted(merged):
@@ -221,7 +233,9 @@ NEEDS |= {"cold-read": "write", "warm-read": "cold-read"}
 Results = dict[str, dict[str, dict[str, list[float]]]]  # "wall"/"cpu" -> row -> kind -> s
 
 
-def measure(base: str, kinds: list[str], rows: list[str], reps: int, tarball: str) -> Results:
+def measure(
+    base: str, kinds: list[str], rows: list[str], reps: int, tarball: str, fuseoverlay: str
+) -> Results:
     """Runs as root of a user namespace with its own mount namespace."""
     from rootless import syscalls
 
@@ -236,7 +250,7 @@ def measure(base: str, kinds: list[str], rows: list[str], reps: int, tarball: st
             where.mkdir()
             merged, options = _layers(where)
             for stage in stages(Path(tarball)):
-                with _mount(kind, merged, options) as helper:
+                with _mount(kind, merged, options, fuseoverlay) as helper:
                     for row, workload in stage.items():
                         if row in wanted:
                             cpu = _cpu_seconds(helper)
@@ -249,12 +263,15 @@ def measure(base: str, kinds: list[str], rows: list[str], reps: int, tarball: st
     return results
 
 
-def worker(base: str, kinds: list[str], rows: list[str], reps: int, tarball: str) -> None:
+def worker(
+    base: str, kinds: list[str], rows: list[str], reps: int, tarball: str, fuseoverlay: str
+) -> None:
     from rootless import syscalls
     from rootless.userns import run_in_userns
 
     results = run_in_userns(
-        partial(measure, base, kinds, rows, reps, tarball), unshare_flags=syscalls.CLONE_NEWNS
+        partial(measure, base, kinds, rows, reps, tarball, fuseoverlay),
+        unshare_flags=syscalls.CLONE_NEWNS,
     )
     print(json.dumps(results))
 
@@ -319,6 +336,12 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", default=",".join(IMPLEMENTATIONS))
     parser.add_argument("--rows", default=",".join(ROWS), help="of: " + ", ".join(ROWS))
+    parser.add_argument(
+        "--fuseoverlay",
+        default=FUSEOVERLAY,
+        metavar="PROGRAM",
+        help="the fuseoverlay to run (another build, to compare two); the test user runs it",
+    )
     parser.add_argument("--worker", metavar="BASE", help=argparse.SUPPRESS)
     parser.add_argument("--tarball", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -328,7 +351,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown rows {unknown}: choose from {', '.join(ROWS)}")
     if args.worker:
-        worker(args.worker, kinds, rows, args.reps, args.tarball)
+        worker(args.worker, kinds, rows, args.reps, args.tarball, args.fuseoverlay)
         return 0
     if "fuse-overlayfs" in kinds and not shutil.which("fuse-overlayfs"):
         print(
@@ -341,7 +364,7 @@ def main() -> int:
     with fresh_dir(user, "rl-bench-fs-") as base:
         argv = ["/opt/rl/venv/bin/python", str(REPO / "bench" / "fs.py"), "--worker", str(base)]
         argv += ["--reps", str(args.reps), "--only", ",".join(kinds), "--rows", ",".join(rows)]
-        argv += ["--tarball", str(tarball)]
+        argv += ["--tarball", str(tarball), "--fuseoverlay", args.fuseoverlay]
         result = user.run(argv, cwd=REPO, timeout=7200)
         if result.returncode != 0:
             print(result, file=sys.stderr)

@@ -15,7 +15,7 @@ from fuseoverlay.resolve import UPPER, join
 ROOT_INODE = 1
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one is made per name looked up, and read per request
 class Node:
     ino: int
     path: bytes  # one current name, relative to the root (b"" for the root)
@@ -49,7 +49,7 @@ class InodeTable:
         self._next = ROOT_INODE + 1
         root = Node(ROOT_INODE, b"", root_layers[0], True, root_layers, {b""}, lookups=1)
         self.by_ino: dict[int, Node] = {ROOT_INODE: root}  # public: read on every request
-        self._by_path: dict[bytes, Node] = {b"": root}
+        self.by_path: dict[bytes, Node] = {b"": root}  # public: read on every lookup
         self._by_real: dict[tuple[int, int], Node] = {}
 
     @property
@@ -63,7 +63,7 @@ class InodeTable:
         return self.by_ino.get(ino)
 
     def at(self, path: bytes) -> Node | None:
-        return self._by_path.get(path)
+        return self.by_path.get(path)
 
     def add(
         self,
@@ -82,8 +82,9 @@ class InodeTable:
         node = Node(self._next, path, layer, is_dir, dir_layers, {path})
         self._next += 1
         self.by_ino[node.ino] = node
-        self._by_path[path] = node
-        self.set_real_key(node, real_key)
+        self.by_path[path] = node
+        if real_key is not None:  # most files have one link: no key to keep
+            self.set_real_key(node, real_key)
         return node
 
     def set_real_key(self, node: Node, real_key: tuple[int, int] | None) -> None:
@@ -95,14 +96,14 @@ class InodeTable:
 
     def add_name(self, node: Node, path: bytes) -> None:
         """A hard link: one more name for the node."""
-        self._by_path[path] = node
+        self.by_path[path] = node
         node.names.add(path)
         if not node.path or node.path not in node.names:
             node.path = path
 
     def remove_name(self, path: bytes) -> Node | None:
         """The name is gone (unlink, rmdir, or replaced by a rename); so is anything below it."""
-        node = self._by_path.pop(path, None)
+        node = self.by_path.pop(path, None)
         if node is None:
             return None
         node.names.discard(path)
@@ -110,7 +111,7 @@ class InodeTable:
             node.path = min(node.names)
         if node.is_dir:
             prefix = path + b"/"
-            for child in [p for p in self._by_path if p.startswith(prefix)]:
+            for child in [p for p in self.by_path if p.startswith(prefix)]:
                 self.remove_name(child)
         self._drop_if_unused(node)
         return node
@@ -118,24 +119,24 @@ class InodeTable:
     def move(self, old: bytes, new: bytes) -> None:
         """Rename: `old` (and, for a directory, everything below it) is now at `new`."""
         self.remove_name(new)
-        node = self._by_path.pop(old)
+        node = self.by_path.pop(old)
         node.names.discard(old)
         node.names.add(new)
         if node.path == old:
             node.path = new
-        self._by_path[new] = node
+        self.by_path[new] = node
         if node.is_dir:
             prefix = old + b"/"
-            moved = [(p, n) for p, n in self._by_path.items() if p.startswith(prefix)]
+            moved = [(p, n) for p, n in self.by_path.items() if p.startswith(prefix)]
             for p, _ in moved:
-                del self._by_path[p]
+                del self.by_path[p]
             for p, n in moved:
                 renamed = join(new, p[len(prefix) :])
                 n.names.discard(p)
                 n.names.add(renamed)
                 if n.path == p:
                     n.path = renamed
-                self._by_path[renamed] = n
+                self.by_path[renamed] = n
 
     def exchange(self, a: bytes, b: bytes) -> None:
         """RENAME_EXCHANGE: the nodes at `a` and `b` (and what is below them) trade places."""

@@ -14,6 +14,13 @@ tmpfs on an idle machine took 2.5 s instead of 4.3). A caller woken on the same 
 the poll; and polling is adaptive (`SpinPolicy`): a poll that waited in vain turns it off for
 the next requests, so a slow trickle of requests costs little CPU.
 
+Why not longer: with caller and helper on two CPUs the next request often comes 30-60 us after
+our reply (the caller is woken by an interrupt first), and a 100 us poll catches those (10k cold
+stats outside bench/fs.py: 0.36-0.45 s instead of 0.62-0.75). In bench/fs.py's runs it gained
+nothing over 20 us (0.39-0.45 s against 0.39 s while fuse-overlayfs took 0.75-0.94 s), and on a
+loaded machine it cost CPU (0.40 s of helper CPU instead of 0.13-0.16 s, 10k cold stats): a poll
+that finds the request after 30 us has burnt those 30 us, where sleeping costs ~10-15 us.
+
 A stop signal (SIGTERM, SIGINT, SIGHUP) sets a flag and interrupts the read (EINTR; Python's
 handlers are installed without SA_RESTART), and the loop ends at its next wait. A signal that
 lands between the check and the read would leave the read blocked, so after the first one an
