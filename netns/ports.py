@@ -536,6 +536,11 @@ class NamespaceDialer:
         self._policies: dict[str, PoolPolicy] = {}
         self._waiting: deque[tuple[str, int, DialCallback]] = deque()
         self._maker: _Maker | None = None
+        # A maker that has not exited by then is killed and the dials waiting for it fail
+        # (a container stopped, or the machine stalled): the monitor never waits forever.
+        self._maker_deadline: float | None = None
+        self.maker_timeout = HELPER_START_TIMEOUT
+        self.clock: Callable[[], float] = time.monotonic  # PortPublisher gives its own
         self._selector: selectors.BaseSelector | None = None
         self.makers = 0  # makers started (the constructor's included)
         self.gone = 0  # errno once a maker could not join the namespaces: dials fail then
@@ -625,6 +630,22 @@ class NamespaceDialer:
             self._fail_waiting(exc.errno or errno.EAGAIN)
             return
         self._selector.register(self._maker.pidfd, EVENT_READ, self._on_maker_exit)
+        self._maker_deadline = self.clock() + self.maker_timeout
+
+    def next_deadline(self) -> float | None:
+        """When `expire` is due (None: no maker under way)."""
+        return self._maker_deadline if self._maker is not None else None
+
+    def expire(self, now: float) -> None:
+        """Kill (and reap) a maker past its deadline; the dials waiting for it fail with
+        ETIMEDOUT. The next dial starts another one."""
+        if self._maker is None or self._maker_deadline is None or now < self._maker_deadline:
+            return
+        maker, self._maker = self._maker, None
+        if self._selector is not None:
+            self._selector.unregister(maker.pidfd)
+        maker.kill()
+        self._fail_waiting(errno.ETIMEDOUT)
 
     def _on_maker_exit(self, mask: int) -> None:
         maker, self._maker = self._maker, None
@@ -1105,6 +1126,7 @@ class PortPublisher:
                 protocols = sorted({mapping.protocol for mapping in mappings}) or PROTOCOLS
                 dialer = NamespaceDialer(pid or 0, protocols)
             self.dialer = dialer
+            dialer.clock = clock  # its maker deadline is one of our timers
         except BaseException:
             for sock in sockets:
                 sock.close()
@@ -1160,12 +1182,15 @@ class PortPublisher:
 
     def next_deadline(self) -> float | None:
         deadlines = [d for relay in self._relays if (d := relay.next_deadline()) is not None]
+        if (maker := self.dialer.next_deadline()) is not None:
+            deadlines.append(maker)
         return min(deadlines, default=None)
 
     def run_timers(self) -> None:
         now = self._clock()
         for relay in self._relays:
             relay.expire(now)
+        self.dialer.expire(now)
 
     def _on_accept(self, listener: socket.socket, container_port: int) -> None:
         for _ in range(ACCEPTS_PER_EVENT):

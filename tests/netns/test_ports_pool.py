@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from netns import ports
 from netns.ports import LARGEST_BATCH, NamespaceDialer, PoolPolicy
 
 # --- the policy (pure) -------------------------------------------------------------------------
@@ -188,3 +189,33 @@ def test_once_the_container_is_gone_dials_fail_cleanly_and_no_maker_is_left() ->
     assert [pid for pid in children() if pid != holder.pid] == [
         pid for pid in before if pid != holder.pid
     ]
+
+
+def test_a_maker_that_hangs_is_killed_at_its_deadline_and_its_dials_fail(
+    server: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A maker that never answers cannot be produced on demand (one stalls when the machine
+    # does): its code is replaced by a sleep once the first batch was made for real.
+    port = server.getsockname()[1]
+    before = children()
+    dialer = NamespaceDialer(os.getpid(), ["tcp"])
+    monkeypatch.setattr(ports, "MAKER_CODE", "import time; time.sleep(600)")
+    now = [0.0]
+    dialer.clock = lambda: now[0]
+    answers: list[tuple[socket.socket | None, int]] = []
+    count = 40  # beyond the first batch of 32: the rest wait for the (hanging) maker
+    with selectors.DefaultSelector() as selector:
+        dialer.register(selector)
+        for _ in range(count):
+            dialer.dial("tcp", port, lambda sock, code: answers.append((sock, code)))
+        assert dialer.pid != 0 and dialer.next_deadline() == dialer.maker_timeout
+        dialer.expire(dialer.maker_timeout - 1)  # not yet
+        assert dialer.pid != 0 and len(answers) == 32
+        dialer.expire(dialer.maker_timeout)
+    assert dialer.pid == 0 and dialer.next_deadline() is None
+    assert [code for sock, code in answers[32:]] == [errno.ETIMEDOUT] * (count - 32)
+    for sock, _code in answers:
+        if sock is not None:
+            sock.close()
+    dialer.close()
+    assert children() == before  # killed and reaped
