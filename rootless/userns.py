@@ -176,15 +176,6 @@ def _check_map_helper(helper: str, pid: int, returncode: int, stderr: str) -> No
         )
 
 
-def _read_all(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
 def run_in_userns(
     fn: Callable[..., T],
     *args: Any,
@@ -197,7 +188,7 @@ def run_in_userns(
     comes back pickled; RlError raised inside is re-raised here unchanged. The child's stdio
     is inherited, so debug output still reaches the terminal.
     """
-    import pickle  # here, not at the top: the per-container monitor never needs it
+    from rootless import outcome
 
     mapping = mapping or default_mapping()
     ready_r, ready_w = os.pipe()
@@ -210,8 +201,8 @@ def run_in_userns(
             os.close(ready_r)
             os.close(go_w)
             os.close(result_r)
-            payload: bytes
-            try:
+
+            def as_root_of_a_new_namespace() -> T:
                 syscalls.unshare(syscalls.CLONE_NEWUSER | unshare_flags)
                 os.write(ready_w, b"1")
                 if os.read(go_r, 1) != b"1":
@@ -220,15 +211,9 @@ def run_in_userns(
                 os.setresuid(0, 0, 0)
                 if os.getuid() == 0 and Path("/proc/self/setgroups").read_text().strip() == "allow":
                     os.setgroups([])
-                payload = pickle.dumps((True, fn(*args)))
-            except BaseException as exc:  # everything goes back to the parent
-                try:
-                    payload = pickle.dumps((False, exc))
-                except Exception:
-                    payload = pickle.dumps((False, RlError(f"{type(exc).__name__}: {exc}")))
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(result_w, view) :]
+                return fn(*args)
+
+            outcome.write_all(result_w, outcome.capture(as_root_of_a_new_namespace))
         except BaseException:
             code = 1
         finally:
@@ -247,14 +232,10 @@ def run_in_userns(
         except OSError as exc:
             raise RlError(f"cannot write the id maps of the user namespace: {exc}") from exc
         os.write(go_w, b"1")
-        data = _read_all(result_r)
+        data = outcome.read_all(result_r)
     finally:
         for fd in (ready_r, go_w, result_r):
             os.close(fd)
         _, status = os.waitpid(pid, 0)
-    if not data:
-        raise RlError(f"helper process in the user namespace failed (wait status {status})")
-    ok, value = pickle.loads(data)
-    if ok:
-        return value  # type: ignore[no-any-return]
-    raise value
+    died = f"helper process in the user namespace failed (wait status {status})"
+    return outcome.unpack(data, died)  # type: ignore[no-any-return]

@@ -878,20 +878,11 @@ def _run_parallel(calls: Sequence[Callable[[], int]]) -> list[int]:
 
 def _run_forked(write_fd: int, call: Callable[[], int]) -> None:
     """In a forked child: run `call`, send its outcome through `write_fd`, exit."""
-    import pickle
+    from rootless import outcome
 
     code = 0
     try:
-        try:
-            payload = pickle.dumps((True, call()))
-        except BaseException as exc:
-            try:
-                payload = pickle.dumps((False, exc))
-            except Exception:
-                payload = pickle.dumps((False, RlError(f"{type(exc).__name__}: {exc}")))
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(write_fd, view) :]
+        outcome.write_all(write_fd, outcome.capture(call))
     except BaseException:
         code = 1
     finally:

@@ -162,14 +162,9 @@ class NamespaceWorkers:
 
 def outcome(data: bytes) -> Any:
     """A worker's pickled (ok, value): the value, or its exception raised here."""
-    import pickle
+    from rootless import outcome as child_outcome
 
-    if not data:
-        raise RlError("a worker process in the user namespace died")
-    ok, value = pickle.loads(data)
-    if ok:
-        return value
-    raise value
+    return child_outcome.unpack(data, "a worker process in the user namespace died")
 
 
 READY = b"ready"  # what the helper answers when it takes jobs (else why not, or nothing)
@@ -301,25 +296,17 @@ def _serve_jobs(sock: socket.socket) -> None:
 
 def _run_job(result_w: int, fn: Callable[..., object] | str, args: tuple[object, ...]) -> None:
     """In a worker: run the job, send back its outcome, exit."""
-    import pickle
+    from rootless import outcome
+
+    def job() -> object:
+        if isinstance(fn, str):
+            module, _, name = fn.partition(":")
+            return getattr(importlib.import_module(module), name)(*args)
+        return fn(*args)
 
     code = 0
     try:
-        try:
-            if isinstance(fn, str):
-                module, _, name = fn.partition(":")
-                job: Callable[..., object] = getattr(importlib.import_module(module), name)
-            else:
-                job = fn
-            payload = pickle.dumps((True, job(*args)))
-        except BaseException as exc:  # everything goes back to rl
-            try:
-                payload = pickle.dumps((False, exc))
-            except Exception:
-                payload = pickle.dumps((False, RlError(f"{type(exc).__name__}: {exc}")))
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(result_w, view) :]
+        outcome.write_all(result_w, outcome.capture(job))
         os.close(result_w)  # the end of the outcome now, not once this process is torn down
     except BaseException:
         code = 1

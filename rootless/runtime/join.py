@@ -444,9 +444,7 @@ def run_in_container_userns(pid: int, fn: Callable[..., Any], *args: Any) -> Any
     """`fn(*args)` in a forked child that joined the user namespace of the container process
     `pid` as its root (and nothing else: the host's files stay where they are); its return
     value or exception comes back pickled, as with userns.run_in_userns."""
-    import pickle
-
-    from rootless.userns import _read_all
+    from rootless import outcome
 
     user_fd = open_user_namespace(pid)
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
@@ -456,19 +454,14 @@ def run_in_container_userns(pid: int, fn: Callable[..., Any], *args: Any) -> Any
         code = 0
         try:
             os.close(result_r)
-            try:
+
+            def as_root_there() -> Any:
                 sc.setns(user_fd, sc.CLONE_NEWUSER)
                 os.setresgid(0, 0, 0)
                 os.setresuid(0, 0, 0)
-                payload = pickle.dumps((True, fn(*args)))
-            except BaseException as exc:
-                try:
-                    payload = pickle.dumps((False, exc))
-                except Exception:
-                    payload = pickle.dumps((False, RlError(f"{type(exc).__name__}: {exc}")))
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(result_w, view) :]
+                return fn(*args)
+
+            outcome.write_all(result_w, outcome.capture(as_root_there))
         except BaseException:
             code = 1
         finally:
@@ -477,16 +470,12 @@ def run_in_container_userns(pid: int, fn: Callable[..., Any], *args: Any) -> Any
     os.close(user_fd)
     os.close(result_w)
     try:
-        data = _read_all(result_r)
+        data = outcome.read_all(result_r)
     finally:
         os.close(result_r)
         _, status = os.waitpid(child, 0)
-    if not data:
-        raise RlError(f"helper in the container's user namespace failed (wait status {status})")
-    ok, value = pickle.loads(data)
-    if ok:
-        return value
-    raise value
+    died = f"helper in the container's user namespace failed (wait status {status})"
+    return outcome.unpack(data, died)
 
 
 def open_user_namespace(pid: int) -> int:
