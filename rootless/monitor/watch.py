@@ -207,9 +207,12 @@ class Watcher:
         elif role == "signal":
             self._drain_signals()
         elif isinstance(role, Client):
-            if events & selectors.EVENT_WRITE:
+            # One select() hands out a batch of keys: a client may have been dropped since
+            # (by output broadcast to it earlier in the batch, or by the flush just below
+            # when its peer hung up: EPOLLHUP reads as both events). Its socket is closed then.
+            if events & selectors.EVENT_WRITE and self._serving(role):
                 self._flush(role)
-            if events & selectors.EVENT_READ:
+            if events & selectors.EVENT_READ and self._serving(role):
                 self._client_input(role)
         elif callable(role):  # the network driver's and port publishers' sockets
             role(events)
@@ -325,7 +328,14 @@ class Watcher:
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.pending else 0)
         self.selector.modify(client.sock, events, client)
 
+    def _serving(self, client: Client) -> bool:
+        """Is `client` still one of ours (not dropped: a dropped one's fileno() is -1, and
+        its fd number may already belong to a newer client)?"""
+        return self.clients.get(client.sock.fileno()) is client
+
     def _drop(self, client: Client) -> None:
+        if not self._serving(client):
+            return  # dropped already: dropping twice must not cost the container its monitor
         self.clients.pop(client.sock.fileno(), None)
         self.selector.unregister(client.sock)
         client.sock.close()

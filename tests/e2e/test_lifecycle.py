@@ -362,6 +362,44 @@ def test_attach_with_a_tty_and_detach_keys(rlm: Rl, user: User) -> None:
     rlm.ok("rm", "-f", "term")
 
 
+def test_detaching_with_output_pending_leaves_the_container_running(rlm: Rl, user: User) -> None:
+    # ctrl-p ctrl-q while the monitor still holds output for `rl attach`: it sees the hang-up
+    # with output pending (regression: its watcher then dropped the client twice, died, and
+    # took the container with it; the store said ExitCode -1, "exit code unknown").
+    rlm.ok("run", "-d", "-it", "--name", "burst", IMAGE, "sh")
+    master, slave = pty.openpty()
+    os.chown(os.ttyname(slave), user.uid, -1)
+    proc = subprocess.Popen(
+        _argv(rlm, "attach", "burst"), stdin=slave, stdout=slave, stderr=slave,
+        start_new_session=True, cwd="/",
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 30
+        while b"#" not in _read_until(master, b"#", timeout=0.5):
+            assert time.monotonic() < deadline, "no prompt through rl attach"
+            os.write(master, b"\n")
+        # 1.5 MB (with the pty's \r): more than the attach socket holds, less than the monitor
+        # keeps for a client. With this pty unread, attach stalls writing to it, so once the
+        # log has it all, the monitor holds the rest for attach.
+        os.write(master, b"yes Z | head -c 1000000; echo EN''D\n")
+        assert _until(lambda: "END" in rlm("logs", "burst").stdout, 60), "the burst did not end"
+        os.write(master, b"\x10\x11")  # ctrl-p ctrl-q
+        while proc.poll() is None:  # drain the pty: attach writes what it has, then reads stdin
+            _read_until(master, b"\0never", timeout=0.2)
+        assert proc.wait() == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    # The monitor saw that hang-up before it serves another client: this one's end of input
+    # (^D on the terminal) ends the shell, and its exit code comes back through the monitor.
+    result = rlm("attach", "burst", input="")
+    assert result.returncode == 0, result
+    assert _field(rlm, "burst", "{{.State.Status}} {{.State.ExitCode}}") == "exited 0"
+    rlm.ok("rm", "burst")
+
+
 def test_attach_ends_with_the_containers_exit_code(rlm: Rl) -> None:
     rlm.ok("run", "-d", "-i", "--name", "reader", IMAGE, "sh", "-c", "read line; exit $line")
     result = rlm("attach", "reader", input="5\n")

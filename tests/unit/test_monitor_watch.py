@@ -78,6 +78,30 @@ def test_serve_logs_output_and_returns_the_exit_code(tmp_path: Path) -> None:
     watcher.close()
 
 
+def test_a_client_hanging_up_with_output_pending_leaves_the_watcher_serving(
+    tmp_path: Path,
+) -> None:
+    # `rl attach` detaching (ctrl-p ctrl-q) while output is still on its way to it: the hang-up
+    # comes as EPOLLHUP, which selectors reports as readable and writable at once. The flush
+    # drops the client (EPIPE), then the read must not drop it again: that raised ValueError
+    # (unregistering a closed socket), killed the watcher, and with it the container, whose
+    # exit went unrecorded (ExitCode -1).
+    watcher = watch.Watcher("c5", _listener(tmp_path), None)
+    ours, theirs = socket.socketpair()
+    watcher._add_client(watch.Client(ours, greeted=True))
+    # More than the socket buffer holds: the rest stays pending, the watcher waits to write.
+    watcher._broadcast(frames.encode_frame(frames.STDOUT, b"x" * (1 << 20)))
+    (client,) = watcher.clients.values()
+    assert client.pending, "the socket buffer took it all: nothing left to flush"
+    theirs.close()  # the client detaches
+    child = subprocess.Popen(["sh", "-c", "exit 3"])
+    watcher.pid = child.pid
+    assert watcher.serve() == 3  # the container's own code: the watcher outlived the hang-up
+    child.returncode = 3  # reaped by serve(): keep Popen from waiting again
+    assert not watcher.clients
+    watcher.close()
+
+
 def test_the_lean_exit_record_is_what_the_store_reads(tmp_path: Path) -> None:
     store = ContainerStore.open(tmp_path / "store")
     record = store.create(name="w", image_id="i", image_name="img", command=["sleep"])
