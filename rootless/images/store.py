@@ -374,7 +374,7 @@ class ImageStore:
             _check_layer_types(images)
             return self._commit(staging_dir, images)
         finally:
-            self._discard(staging_dir)
+            discard_staging_dir(staging_dir)
 
     def import_tarball(
         self,
@@ -439,7 +439,7 @@ class ImageStore:
             self._commit(staging_dir, [image])
             return image.id
         finally:
-            self._discard(staging_dir)
+            discard_staging_dir(staging_dir)
 
     def add_layer_image(
         self,
@@ -508,12 +508,7 @@ class ImageStore:
         return self._staging_dir(kind)
 
     def discard_staging_dir(self, staging_dir: Path) -> None:
-        self._discard(staging_dir)
-
-    @staticmethod
-    def layer_dir(staging_dir: Path, diff_id: str) -> Path:
-        """Where a layer is unpacked in `staging_dir` before the commit moves it into place."""
-        return layer_dir(staging_dir, diff_id)
+        discard_staging_dir(staging_dir)
 
     def _commit(
         self,
@@ -526,9 +521,6 @@ class ImageStore:
         return run_in_userns(
             functools.partial(_unpack_and_commit, self.root, staging_dir, images, ready)
         )
-
-    def _discard(self, staging_dir: Path) -> None:
-        discard_staging_dir(staging_dir)
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -898,7 +890,7 @@ def _unpack_and_commit(
     """Unpack the layers the store lacks, then record everything in one transaction.
     `ready`: layers (diff-id -> size) already unpacked into their staging directories."""
     _sweep_stale(root / "tmp")
-    unpacked: dict[str, Path] = {d: ImageStore.layer_dir(staging_dir, d) for d in ready or {}}
+    unpacked: dict[str, Path] = {d: layer_dir(staging_dir, d) for d in ready or {}}
     sizes: dict[str, int] = dict(ready or {})
     for _attempt in range(5):
         _unpack_missing(root, staging_dir, images, unpacked, sizes)
@@ -952,7 +944,7 @@ def _unpack_missing(
         for number, layer in enumerate(image.layers, 1):
             if layer.diff_id not in have | unpacked.keys() | jobs.keys():
                 jobs[layer.diff_id] = (layer, f"{number} ({layer.blob.digest}) of {label}")
-    paths = {diff_id: ImageStore.layer_dir(staging_dir, diff_id) for diff_id in jobs}
+    paths = {diff_id: layer_dir(staging_dir, diff_id) for diff_id in jobs}
     layer_sizes = _run_parallel(
         [
             functools.partial(_unpack_one, layer.blob.path, paths[d], d, ref)

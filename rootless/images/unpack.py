@@ -52,8 +52,6 @@ from rootless.images.whiteout import (
     layer_path,
     printable,
 )
-from rootless.images.workers import NamespaceWorkers as NamespaceWorkers  # (their old home)
-from rootless.images.workers import outcome as outcome
 from rootless.log import logger
 
 log = logger()

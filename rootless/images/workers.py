@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rootless import syscalls
 from rootless.errors import RlError
+from rootless.outcome import capture, read_all, unpack, write_all
 
 if TYPE_CHECKING:
     from rootless.userns import IdMapping
@@ -92,7 +93,7 @@ class NamespaceWorkers:
         if self._ready < 0:
             return
         try:
-            answer = read_to_end(self._ready)
+            answer = read_all(self._ready)
         finally:
             os.close(self._ready)
             self._ready = -1
@@ -141,7 +142,7 @@ class NamespaceWorkers:
         """Run `fn(*args)` in a worker and wait for it."""
         fd = self.submit(fn, *args)
         try:
-            data = read_to_end(fd)
+            data = read_all(fd)
         finally:
             os.close(fd)
         result: T = outcome(data)
@@ -162,9 +163,7 @@ class NamespaceWorkers:
 
 def outcome(data: bytes) -> Any:
     """A worker's pickled (ok, value): the value, or its exception raised here."""
-    from rootless import outcome as child_outcome
-
-    return child_outcome.unpack(data, "a worker process in the user namespace died")
+    return unpack(data, "a worker process in the user namespace died")
 
 
 READY = b"ready"  # what the helper answers when it takes jobs (else why not, or nothing)
@@ -212,7 +211,7 @@ def _enter_namespace(mapping: IdMapping, preload: Sequence[str] = ()) -> str:
     finally:
         os.close(go_w)  # (without the go-ahead the mapper exits)
         try:
-            answer = read_to_end(result_r)
+            answer = read_all(result_r)
         finally:
             os.close(result_r)
             with contextlib.suppress(ChildProcessError):
@@ -240,13 +239,6 @@ def _become_root() -> None:
     os.setresuid(0, 0, 0)
     with contextlib.suppress(OSError):  # denied in a single-id namespace
         os.setgroups([])
-
-
-def read_to_end(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _receive_exactly(sock: socket.socket, size: int) -> bytes:
@@ -296,7 +288,6 @@ def _serve_jobs(sock: socket.socket) -> None:
 
 def _run_job(result_w: int, fn: Callable[..., object] | str, args: tuple[object, ...]) -> None:
     """In a worker: run the job, send back its outcome, exit."""
-    from rootless import outcome
 
     def job() -> object:
         if isinstance(fn, str):
@@ -306,7 +297,7 @@ def _run_job(result_w: int, fn: Callable[..., object] | str, args: tuple[object,
 
     code = 0
     try:
-        outcome.write_all(result_w, outcome.capture(job))
+        write_all(result_w, capture(job))
         os.close(result_w)  # the end of the outcome now, not once this process is torn down
     except BaseException:
         code = 1

@@ -389,11 +389,12 @@ class StoreView(NamedTuple):
 
 def _open_store(root: Path, workers: NamespaceWorkers, job: int) -> StoreView:
     """The outcome of the `prepare_pull` job read from `job` (its result fd, closed here)."""
-    from rootless.images.workers import outcome, read_to_end
+    from rootless.images.workers import outcome
+    from rootless.outcome import read_all
 
     try:
         workers.ready()  # (a namespace that failed is the error, not the job's lost outcome)
-        data = read_to_end(job)
+        data = read_all(job)
     finally:
         os.close(job)
     try:
@@ -507,20 +508,19 @@ class _Commit:
         the image ID."""
         import pickle
 
-        from rootless.images.workers import outcome, read_to_end
+        from rootless.images.workers import outcome
+        from rootless.outcome import read_all, write_all
 
         told, self._told = self._told, -1
         try:
-            view = memoryview(pickle.dumps(args))
-            while view:
-                view = view[os.write(told, view) :]
+            write_all(told, pickle.dumps(args))
         except BrokenPipeError:
             pass  # the worker is gone: its outcome says why
         finally:
             os.close(told)
         result, self._result = self._result, -1
         try:
-            image_id: str = outcome(read_to_end(result))
+            image_id: str = outcome(read_all(result))
         finally:
             os.close(result)
         return image_id

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from rootless.errors import RlError
-from rootless.images.unpack import NamespaceWorkers
+from rootless.images.workers import NamespaceWorkers
 from rootless.userns import IdMapping, IdRange
 
 

@@ -21,7 +21,8 @@ from rootless.images import store as store_module
 from rootless.images import unpack
 from rootless.images.store import ImageStore
 from rootless.images.unpacked import Unpacked, layer_dir
-from rootless.images.workers import NamespaceWorkers, outcome, read_to_end
+from rootless.images.workers import NamespaceWorkers, outcome
+from rootless.outcome import read_all
 from rootless.registry import pull
 from tests.images import file, layer_tar, sha256
 
@@ -46,7 +47,7 @@ def test_an_early_job_waits_for_the_maps_and_a_failed_namespace_is_the_error() -
     with NamespaceWorkers() as workers:
         fd = workers.submit("os:getuid", early=True)
         workers.ready()
-        assert outcome(read_to_end(fd)) == 0
+        assert outcome(read_all(fd)) == 0
         os.close(fd)
     # Maps the kernel refuses: the early job is lost with the helper, and ready() says why.
     overlapping = (IdRange(0, os.getuid(), 1), IdRange(0, os.getuid(), 1))

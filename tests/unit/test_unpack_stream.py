@@ -14,8 +14,9 @@ import trio
 
 from rootless.errors import RlError
 from rootless.images import store as store_module
-from rootless.images.store import ImageStore
-from rootless.images.unpack import NamespaceWorkers, Unpacked, unpack_stream
+from rootless.images.unpack import unpack_stream
+from rootless.images.unpacked import Unpacked, layer_dir
+from rootless.images.workers import NamespaceWorkers
 from rootless.registry import pull
 from rootless.registry.client import BlobTarget, RegistryClient
 from rootless.registry.manifests import Descriptor
@@ -91,7 +92,7 @@ def test_namespace_workers_run_jobs_as_root_of_one_namespace() -> None:
         os.write(write_end, b"data")
         os.close(write_end)
         with open(result, "rb") as f:
-            from rootless.images.unpack import outcome
+            from rootless.images.workers import outcome
 
             assert outcome(f.read()) == b">data"
 
@@ -168,22 +169,22 @@ def test_a_layer_unpacks_while_it_downloads(tmp_path: Path, start_over: bool) ->
     client = FakeClient(gzip.compress(TAR), start_over=start_over)
     found = fetch_and_unpack(tmp_path, client, sha256(TAR))
     assert found.tar_bytes == len(TAR)
-    layer_dir = ImageStore.layer_dir(tmp_path, sha256(TAR))
-    assert (layer_dir / "etc/hello").read_text() == "hello\n"
+    directory = layer_dir(tmp_path, sha256(TAR))
+    assert (directory / "etc/hello").read_text() == "hello\n"
 
 
 def test_the_download_error_wins_and_the_layer_is_discarded(tmp_path: Path) -> None:
     client = FakeClient(os.urandom(50_000), error="blob x: digest mismatch")
     with pytest.raises(RlError, match="digest mismatch"):
         fetch_and_unpack(tmp_path, client, sha256(TAR))
-    assert not ImageStore.layer_dir(tmp_path, sha256(TAR)).exists()
+    assert not layer_dir(tmp_path, sha256(TAR)).exists()
 
 
 def test_a_wrong_diff_id_is_the_workers_error(tmp_path: Path) -> None:
     client = FakeClient(gzip.compress(TAR))
     with pytest.raises(RlError, match="does not belong to this image"):
         fetch_and_unpack(tmp_path, client, sha256(b"another tar"))
-    assert not ImageStore.layer_dir(tmp_path, sha256(b"another tar")).exists()
+    assert not layer_dir(tmp_path, sha256(b"another tar")).exists()
 
 
 def top_directory_flag(path: Path) -> bool:
