@@ -639,22 +639,31 @@ class NamespaceDialer:
     def expire(self, now: float) -> None:
         """Kill (and reap) a maker past its deadline; the dials waiting for it fail with
         ETIMEDOUT. The next dial starts another one."""
-        if self._maker is None or self._maker_deadline is None or now < self._maker_deadline:
+        if self._maker_deadline is None or now < self._maker_deadline:
             return
-        maker, self._maker = self._maker, None
-        if self._selector is not None:
-            self._selector.unregister(maker.pidfd)
-        maker.kill()
-        self._fail_waiting(errno.ETIMEDOUT)
+        if (maker := self._detach_maker()) is not None:
+            self._abandon(maker)
 
     def _on_maker_exit(self, mask: int) -> None:
+        if (maker := self._detach_maker()) is not None:
+            self._take(maker)
+            self._refill()
+
+    def _detach_maker(self) -> _Maker | None:
+        """The maker under way (None: there is none), no longer watched by the selector."""
         maker, self._maker = self._maker, None
-        if maker is None:
-            return
-        if self._selector is not None:
-            self._selector.unregister(maker.pidfd)
-        self._take(maker)
-        self._refill()
+        if maker is not None and self._selector is not None:
+            try:
+                self._selector.unregister(maker.pidfd)
+            except (KeyError, ValueError):
+                pass
+        return maker
+
+    def _abandon(self, maker: _Maker) -> None:
+        """A maker that did not answer in time: killed (and reaped); the dials waiting for it
+        fail with ETIMEDOUT."""
+        maker.kill()
+        self._fail_waiting(errno.ETIMEDOUT)
 
     def _take(self, maker: _Maker) -> str:
         """Pool what an exited maker made, then serve the waiting dials (or fail them); the
@@ -700,15 +709,11 @@ class NamespaceDialer:
         the TCP connection established."""
         if self.closed:
             raise OSError(errno.ESHUTDOWN, "the dialer is closed")
-        if not self._pools[protocol] and self._maker is not None:  # wait for the one under way
-            maker, self._maker = self._maker, None
-            if self._selector is not None:
-                self._selector.unregister(maker.pidfd)
-            if maker.wait(HELPER_START_TIMEOUT):
+        if not self._pools[protocol] and (maker := self._detach_maker()) is not None:
+            if maker.wait(HELPER_START_TIMEOUT):  # the one under way
                 self._take(maker)
             else:
-                maker.kill()
-                self._fail_waiting(errno.ETIMEDOUT)
+                self._abandon(maker)
         if not self._pools[protocol] and not self.gone:
             self._run_maker({protocol: 1}, HELPER_START_TIMEOUT)
         answer: list[tuple[socket.socket | None, int]] = []
@@ -738,13 +743,7 @@ class NamespaceDialer:
             return
         self.closed = True
         self._waiting.clear()
-        maker, self._maker = self._maker, None
-        if maker is not None:
-            if self._selector is not None:
-                try:
-                    self._selector.unregister(maker.pidfd)
-                except (KeyError, ValueError):
-                    pass
+        if (maker := self._detach_maker()) is not None:
             maker.kill()
         for pool in self._pools.values():
             for sock in pool:
