@@ -11,17 +11,15 @@ together with a copy of this tree's `netns`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import Result, User, installed_tool
+from tests.netns.private_copy import readable_netns_copy
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("ports_script.py")
 
 pytestmark = pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare(1)")
@@ -29,15 +27,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("unshare"), reason="needs unsha
 
 @pytest.fixture(scope="module")
 def script_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="rl-ports-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    shutil.copyfile(SCRIPT, path / SCRIPT.name)
-    shutil.copytree(REPO / "netns", path / "netns", ignore=shutil.ignore_patterns("__pycache__"))
-    for root, dirs, files in os.walk(path):
-        for name in dirs:
-            os.chmod(Path(root) / name, 0o755)
-        for name in files:
-            os.chmod(Path(root) / name, 0o644)
+    path = readable_netns_copy("rl-ports-", [SCRIPT])
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Result, User, installed_tool
+from tests.netns.private_copy import readable_netns_copy
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("tap_driver_script.py")
 
 pytestmark = pytest.mark.skipif(
@@ -149,15 +148,7 @@ def services() -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def script_dir(user: User) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="rl-netns-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    shutil.copyfile(SCRIPT, path / SCRIPT.name)
-    shutil.copytree(REPO / "netns", path / "netns", ignore=shutil.ignore_patterns("__pycache__"))
-    for root, dirs, files in os.walk(path):
-        for name in dirs:
-            os.chmod(Path(root) / name, 0o755)
-        for name in files:
-            os.chmod(Path(root) / name, 0o644)
+    path = readable_netns_copy("rl-netns-", [SCRIPT])
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +20,7 @@ import pytest
 from netns import tap
 from netns.tap import TapSettings
 from tests.harness import User, installed_tool
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.netns.private_copy import readable_netns_copy
 
 # In the new namespace: optionally disable IPv6, create the device, report what it got.
 PROBE = """
@@ -57,14 +55,7 @@ def test_ipv6_requests_come_after_the_ipv4_ones() -> None:
 @pytest.fixture(scope="module")
 def tree(user: User) -> Iterator[Path]:
     """A copy of this tree's netns package the test user can read (tests this source)."""
-    path = Path(tempfile.mkdtemp(prefix="rl-tap6-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    shutil.copytree(REPO / "netns", path / "netns", ignore=shutil.ignore_patterns("__pycache__"))
-    for root, dirs, files in os.walk(path):
-        for name in dirs:
-            os.chmod(Path(root) / name, 0o755)
-        for name in files:
-            os.chmod(Path(root) / name, 0o644)
+    path = readable_netns_copy("rl-tap6-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
