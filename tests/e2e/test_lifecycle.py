@@ -7,6 +7,7 @@ them. Expected behaviours come from podman 4.3 (run rootless here).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import re
@@ -334,12 +335,16 @@ def _read_until(fd: int, marker: bytes, timeout: float = 20) -> bytes:
     return out
 
 
-def test_attach_with_a_tty_and_detach_keys(rlm: Rl, user: User) -> None:
-    rlm.ok("run", "-d", "-it", "--name", "term", IMAGE, "sh")
+@contextlib.contextmanager
+def _attached_on_a_pty(
+    rl: Rl, user: User, name: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`rl attach NAME` on a new pty, once the container's shell prompt came through it:
+    (the attach process, the pty's master end). Killed and closed afterwards."""
     master, slave = pty.openpty()
     os.chown(os.ttyname(slave), user.uid, -1)
     proc = subprocess.Popen(
-        _argv(rlm, "attach", "term"), stdin=slave, stdout=slave, stderr=slave,
+        _argv(rl, "attach", name), stdin=slave, stdout=slave, stderr=slave,
         start_new_session=True, cwd="/",
     )  # fmt: skip
     os.close(slave)
@@ -349,15 +354,21 @@ def test_attach_with_a_tty_and_detach_keys(rlm: Rl, user: User) -> None:
         while b"#" not in _read_until(master, b"#", timeout=0.5):
             assert time.monotonic() < deadline, "no prompt through rl attach"
             os.write(master, b"\n")
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+def test_attach_with_a_tty_and_detach_keys(rlm: Rl, user: User) -> None:
+    rlm.ok("run", "-d", "-it", "--name", "term", IMAGE, "sh")
+    with _attached_on_a_pty(rlm, user, "term") as (proc, master):
         os.write(master, b"echo $((6*7)); tty\n")
         out = _read_until(master, b"/dev/pts/")
         assert b"42" in out and b"/dev/pts/" in out, out
         os.write(master, b"\x10\x11")  # ctrl-p ctrl-q: detach
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
     assert _state(rlm, "term") == "running"  # detaching left it running
     rlm.ok("rm", "-f", "term")
 
@@ -367,18 +378,7 @@ def test_detaching_with_output_pending_leaves_the_container_running(rlm: Rl, use
     # with output pending (regression: its watcher then dropped the client twice, died, and
     # took the container with it; the store said ExitCode -1, "exit code unknown").
     rlm.ok("run", "-d", "-it", "--name", "burst", IMAGE, "sh")
-    master, slave = pty.openpty()
-    os.chown(os.ttyname(slave), user.uid, -1)
-    proc = subprocess.Popen(
-        _argv(rlm, "attach", "burst"), stdin=slave, stdout=slave, stderr=slave,
-        start_new_session=True, cwd="/",
-    )  # fmt: skip
-    os.close(slave)
-    try:
-        deadline = time.monotonic() + 30
-        while b"#" not in _read_until(master, b"#", timeout=0.5):
-            assert time.monotonic() < deadline, "no prompt through rl attach"
-            os.write(master, b"\n")
+    with _attached_on_a_pty(rlm, user, "burst") as (proc, master):
         # 1.5 MB (with the pty's \r): more than the attach socket holds, less than the monitor
         # keeps for a client. With this pty unread, attach stalls writing to it, so once the
         # log has it all, the monitor holds the rest for attach.
@@ -388,10 +388,6 @@ def test_detaching_with_output_pending_leaves_the_container_running(rlm: Rl, use
         while proc.poll() is None:  # drain the pty: attach writes what it has, then reads stdin
             _read_until(master, b"\0never", timeout=0.2)
         assert proc.wait() == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
     # The monitor saw that hang-up before it serves another client: this one's end of input
     # (^D on the terminal) ends the shell, and its exit code comes back through the monitor.
     result = rlm("attach", "burst", input="")
