@@ -249,10 +249,10 @@ class _Prefixed:
 
 @functools.cache
 def _inflater() -> tuple[Callable[[int], Any], tuple[type[Exception], ...]]:
-    """zlib's decompressobj and its errors, or those of ISA-L's when the `isal` module is
-    installed: the same output 2-2.5x faster (inflating is most of a gzip layer's unpacking,
-    and a pull waits for the last layer's; issue 5). Looked up once, as this module loads
-    (`rl pull`'s namespace helper imports it before it forks the workers)."""
+    """ISA-L's decompressobj and errors (the `isal` dependency), or zlib's where isal has no
+    wheel: the same output 2-2.5x faster (inflating is most of a gzip layer's unpacking, and a
+    pull waits for the last layer's; issue 5). Looked up once, as this module loads (`rl
+    pull`'s namespace helper imports it before it forks the workers)."""
     try:
         isal_zlib = importlib.import_module("isal.isal_zlib")
     except ImportError:
