@@ -634,7 +634,7 @@ def _run_in(prepared: Any, options: RunOptions, store: Any, cgroup_dir: str | No
     store.mark_running(record.id)
 
     def started(pid: int) -> None:
-        store.set_container_pid(record.id, pid)
+        store.mark_started(record.id, pid)
         from rootless.systemd.notify import container_started
 
         container_started(record.id, store.get(record.id).config)  # --sdnotify: READY=1

@@ -398,15 +398,20 @@ class ContainerStore:
             result.append(reconciled)
         return result
 
-    def mark_running(self, container_id: str, container_pid: int | None = None) -> None:
+    def mark_running(
+        self, container_id: str, container_pid: int | None = None, *, state: str = "running"
+    ) -> None:
         """This process runs the container from now on (a fresh start: exit code, error and
-        OOM flag of the previous run are cleared)."""
+        OOM flag of the previous run are cleared). Recorded before the container starts, so
+        that a runner killed at any later point reads as exited; `state` is what the record
+        says until `mark_started` gives it the container's pid (a restart stays
+        "restarting": never "running" without a pid)."""
         me = os.getpid()
         self.db.execute(
-            "UPDATE containers SET state = 'running', started = ?, runner_pid = ?, "
+            "UPDATE containers SET state = ?, started = ?, runner_pid = ?, "
             "runner_start = ?, container_pid = ?, exit_code = NULL, error = '', "
             "oom_killed = 0, finished = NULL WHERE id = ?",
-            (time.time(), me, process_start_time(me), container_pid, container_id),
+            (state, time.time(), me, process_start_time(me), container_pid, container_id),
         )
 
     def set_state(self, container_id: str, state: str) -> None:
@@ -443,9 +448,11 @@ class ContainerStore:
             ).fetchone()
             raise name_in_use(new_name, owner[0] if owner else "another container") from None
 
-    def set_container_pid(self, container_id: str, container_pid: int) -> None:
+    def mark_started(self, container_id: str, container_pid: int) -> None:
+        """The container runs as `container_pid` (after `mark_running`)."""
         self.db.execute(
-            "UPDATE containers SET container_pid = ? WHERE id = ?", (container_pid, container_id)
+            "UPDATE containers SET state = 'running', container_pid = ? WHERE id = ?",
+            (container_pid, container_id),
         )
 
     def mark_exited(self, container_id: str, exit_code: int | None, error: str = "") -> None:

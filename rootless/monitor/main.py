@@ -192,7 +192,8 @@ class Monitor:
                 on_netns=self._attach_network if uses_stack(record.config) else None,
                 cgroup_dir=cg.path if cg is not None else None,
             )
-            self.store.mark_running(record.id)
+            # A restart stays "restarting" until the container has a pid (_sleep's state).
+            self.store.mark_running(record.id, state="running" if first else "restarting")
             failed = launch.start()
         except RlError as err:
             self._close_owned()
@@ -215,7 +216,7 @@ class Monitor:
                 return None
             return failed[0]
         self.launch = launch
-        self.store.set_container_pid(record.id, launch.container_pid)
+        self.store.mark_started(record.id, launch.container_pid)
         if first:
             # systemd helper's 3 lines: the pid file, and MAINPID/READY=1 per --sdnotify.
             from rootless.systemd.notify import container_started

@@ -256,6 +256,19 @@ def test_always_restarts_after_a_crash_but_not_after_stop(rlm: Rl) -> None:
     rlm.ok("rm", "phoenix")
 
 
+def test_a_restarting_container_is_never_running_without_a_pid(rlm: Rl) -> None:
+    # The monitor records itself as the runner before the container starts again; until the
+    # container has a pid the record says "restarting" (it said "running" with Pid 0).
+    rlm.ok("run", "-d", "--name", "flicker", "--restart", "always", IMAGE, "true")
+    seen: set[str] = set()
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline and len(seen) < 40:
+        seen.add(_field(rlm, "flicker", "{{.State.Status}} {{.State.Pid}}"))
+    rlm.ok("rm", "-f", "flicker")
+    assert any(s.startswith("restarting ") for s in seen), seen  # (it was watched restarting)
+    assert "running 0" not in seen, seen
+
+
 def test_bad_restart_policy_is_refused_before_anything_is_created(rlm: Rl) -> None:
     result = rlm("run", "-d", "--name", "nope", "--restart", "sometimes", IMAGE, "true")
     assert result.returncode == 125 and "invalid restart policy" in result.stderr

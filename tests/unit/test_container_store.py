@@ -57,6 +57,31 @@ def test_state_transitions(store: ContainerStore) -> None:
     assert (done.state, done.exit_code) == ("exited", 42)
 
 
+def test_a_restart_is_restarting_until_the_container_has_a_pid(store: ContainerStore) -> None:
+    c = store.create(name="r", image_id="", image_name="i", command=["a"])
+    store.mark_running(c.id, 1)
+    store.mark_exited(c.id, 1)
+    store.mark_running(c.id, state="restarting")
+    starting = store.get("r")
+    assert (starting.state, starting.container_pid, starting.exit_code) == (
+        "restarting",
+        None,
+        None,
+    )
+    assert starting.runner_pid == os.getpid()
+    store.mark_started(c.id, 4321)
+    started = store.get("r")
+    assert (started.state, started.container_pid) == ("running", 4321)
+
+
+def test_a_restart_whose_runner_died_reads_as_exited(store: ContainerStore) -> None:
+    c = store.create(name="r2", image_id="", image_name="i", command=["a"])
+    store.mark_running(c.id, state="restarting")
+    store.db.execute("UPDATE containers SET runner_pid = 2147483646 WHERE id = ?", (c.id,))
+    record = store.get("r2")
+    assert record.state == "exited" and "exit code unknown" in record.error
+
+
 def test_running_record_of_a_dead_runner_reads_as_exited(store: ContainerStore) -> None:
     c = store.create(name="ghost", image_id="", image_name="i", command=["a"])
     store.mark_running(c.id, 1)
