@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,32 @@ def rl(user: User, workdir: Path) -> Rl:
     """rl with a store of its own, so tests do not see each other's images."""
     root = workdir / "store"
     return Rl(user, root)
+
+
+@contextmanager
+def loaded_store(
+    user: User,
+    archive: Path,
+    prefix: str,
+    make: Callable[[User, Path], Rl] = Rl,
+) -> Iterator[Rl]:
+    """An rl (built by `make`, on DIR/store) with `archive` loaded, in a fresh directory DIR
+    named by `prefix`; for a test module's `rlm` fixture.
+
+    On exit every container goes (so no monitor outlives the module) and then DIR, whatever
+    the tests left behind.
+    """
+    path = user.make_dir(prefix)
+    rl = make(user, path / "store")
+    try:
+        rl.ok("load", "-i", str(archive))
+        yield rl
+    finally:
+        # Its exit status does not matter (an empty store is fine); a hang must not keep the
+        # directory: _remove still takes it, and a stuck container shows as a leftover process.
+        with suppress(subprocess.TimeoutExpired):
+            rl("rm", "-a", "-f", "-t", "0")
+        _remove(path)
 
 
 def _remove(path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rootless.cgroups import fs
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.harness import User
 
 pytestmark = [
@@ -27,11 +27,8 @@ IMAGE = "localhost/rl-test/busybox:latest"
 
 @pytest.fixture(scope="module")
 def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
-    path = user.make_dir("rl-cgroups-")
-    rl = Rl(user, path / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    yield rl
-    _remove(path)
+    with loaded_store(user, busybox_archive, "rl-cgroups-") as rl:
+        yield rl
 
 
 FLAGS = [

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.harness import User, rl_binary
 
 pytestmark = pytest.mark.e2e
@@ -28,17 +28,15 @@ IMAGE = "localhost/rl-test/busybox:latest"
 
 
 @pytest.fixture(scope="module")
-def store_dir(user: User) -> Iterator[Path]:
-    path = user.make_dir("rl-ctrcmd-")
-    yield path
-    _remove(path)
+def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
+    with loaded_store(user, busybox_archive, "rl-ctrcmd-") as rl:
+        yield rl
 
 
 @pytest.fixture(scope="module")
-def rlm(user: User, store_dir: Path, busybox_archive: Path) -> Rl:
-    rl = Rl(user, store_dir / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    return rl
+def store_dir(rlm: Rl) -> Path:
+    """The directory holding rlm's store, for bind-mount sources; it goes with the store."""
+    return rlm.root.parent
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ its mount program.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.e2e.test_run import (
     IMAGE,
     _descendants,
@@ -118,19 +119,12 @@ class DriverRl(Rl):
         return super().__call__(*args, input=input, timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="module")
-def store_dir(user: User) -> Iterator[Path]:
-    path = user.make_dir("rl-fuse-")
-    yield path
-    _remove(path)
-
-
 @pytest.fixture(scope="module", params=["fuse"])
-def rlm(request: pytest.FixtureRequest, user: User, store_dir: Path, busybox_archive: Path) -> Rl:
+def rlm(request: pytest.FixtureRequest, user: User, busybox_archive: Path) -> Iterator[Rl]:
     """The run tests' `rlm`, bound to a storage driver (the test ids name it)."""
-    rl = DriverRl(user, store_dir / "store", request.param)
-    rl.ok("load", "-i", str(busybox_archive))
-    return rl
+    make = functools.partial(DriverRl, driver=request.param)
+    with loaded_store(user, busybox_archive, "rl-fuse-", make) as rl:
+        yield rl
 
 
 def _helpers_of(user: User) -> list[int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.harness import User, installed_tool, rl_binary
 
 pytestmark = pytest.mark.e2e
@@ -30,11 +30,8 @@ CHECK = "test -e /tmp/ok"
 
 @pytest.fixture(scope="module")
 def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
-    path = user.make_dir("rl-health-")
-    rl = Rl(user, path / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    yield rl
-    _remove(path)
+    with loaded_store(user, busybox_archive, "rl-health-") as rl:
+        yield rl
 
 
 @functools.cache

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.harness import User, rl_binary
 
 pytestmark = pytest.mark.e2e
@@ -30,18 +30,9 @@ ID = re.compile(r"[0-9a-f]{64}")
 
 
 @pytest.fixture(scope="module")
-def store_dir(user: User) -> Iterator[Path]:
-    path = user.make_dir("rl-life-")
-    yield path
-    _remove(path)
-
-
-@pytest.fixture(scope="module")
-def rlm(user: User, store_dir: Path, busybox_archive: Path) -> Iterator[Rl]:
-    rl = Rl(user, store_dir / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    yield rl
-    rl("rm", "-a", "-f")
+def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
+    with loaded_store(user, busybox_archive, "rl-life-") as rl:
+        yield rl
 
 
 def _argv(rl: Rl, *args: str) -> list[str]:

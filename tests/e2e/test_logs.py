@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.harness import User, installed_tool, rl_binary
 
 IMAGE = "localhost/rl-test/busybox:latest"
@@ -28,17 +28,9 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\
 
 
 @pytest.fixture(scope="module")
-def store_dir(user: User) -> Iterator[Path]:
-    path = user.make_dir("rl-logs-")
-    yield path
-    _remove(path)
-
-
-@pytest.fixture(scope="module")
-def rlm(user: User, store_dir: Path, busybox_archive: Path) -> Rl:
-    rl = Rl(user, store_dir / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    return rl
+def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
+    with loaded_store(user, busybox_archive, "rl-logs-") as rl:
+        yield rl
 
 
 def _argv(rl: Rl, *args: str) -> list[str]:

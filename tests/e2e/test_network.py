@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.harness import User
 
 pytestmark = pytest.mark.e2e
@@ -33,12 +33,8 @@ LOOPBACK = "slirp4netns:allow_host_loopback=true"
 
 @pytest.fixture(scope="module")
 def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
-    path = user.make_dir("rl-net-")
-    rl = Rl(user, path / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    yield rl
-    rl("rm", "-a", "-f")
-    _remove(path)
+    with loaded_store(user, busybox_archive, "rl-net-") as rl:
+        yield rl
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

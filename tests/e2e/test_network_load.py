@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, _remove, loaded_store
 from tests.harness import User
 
 pytestmark = pytest.mark.e2e
@@ -55,12 +55,8 @@ ECHO_SERVER = ["nc", "-ll", "-p", "8080", "-e", "cat"]
 
 @pytest.fixture(scope="module")
 def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
-    path = user.make_dir("rl-netload-")
-    rl = Rl(user, path / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    yield rl
-    rl("rm", "-a", "-f", "-t", "0")
-    _remove(path)
+    with loaded_store(user, busybox_archive, "rl-netload-") as rl:
+        yield rl
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.e2e.test_network_load import (
     TCP_ECHO_SERVER,
     _connect,
@@ -33,12 +33,8 @@ BURST = 150  # > netns.ports.FIRST_BATCH, and more than one grown batch
 
 @pytest.fixture(scope="module")
 def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
-    path = user.make_dir("rl-portpool-")
-    rl = Rl(user, path / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    yield rl
-    rl("rm", "-a", "-f", "-t", "0")
-    _remove(path)
+    with loaded_store(user, busybox_archive, "rl-portpool-") as rl:
+        yield rl
 
 
 def _parent(pid: int) -> int:

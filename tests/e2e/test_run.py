@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.harness import User, rl_binary
 
 pytestmark = pytest.mark.e2e
@@ -31,18 +31,10 @@ SUBID_START = 100000  # /etc/subuid of the test user (tests/harness.py creates r
 
 
 @pytest.fixture(scope="module")
-def store_dir(user: User) -> Iterator[Path]:
-    path = user.make_dir("rl-run-")
-    yield path
-    _remove(path)
-
-
-@pytest.fixture(scope="module")
-def rlm(user: User, store_dir: Path, busybox_archive: Path) -> Rl:
+def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
     """rl with the test image loaded once for the whole module."""
-    rl = Rl(user, store_dir / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    return rl
+    with loaded_store(user, busybox_archive, "rl-run-") as rl:
+        yield rl
 
 
 def subid_start(user: User) -> int:

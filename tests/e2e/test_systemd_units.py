@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from rootless.systemd.quadlet import parse_unit_file, split_words
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, loaded_store
 from tests.harness import User, installed_tool, rl_binary
 
 pytestmark = pytest.mark.e2e
@@ -32,18 +32,9 @@ SERVICE = ["sh", "-c", "echo A=$A; trap 'exit 0' TERM; while true; do sleep 1; d
 
 
 @pytest.fixture(scope="module")
-def store_dir(user: User) -> Iterator[Path]:
-    path = user.make_dir("rl-systemd-")
-    yield path
-    _remove(path)
-
-
-@pytest.fixture(scope="module")
-def rlm(user: User, store_dir: Path, busybox_archive: Path) -> Iterator[Rl]:
-    rl = Rl(user, store_dir / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    yield rl
-    rl("rm", "-a", "-f")
+def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
+    with loaded_store(user, busybox_archive, "rl-systemd-") as rl:
+        yield rl
 
 
 @pytest.fixture

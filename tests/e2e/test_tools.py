@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Rl, _remove
+from tests.conftest import Rl, _remove, loaded_store
 from tests.e2e.test_run import subid_start
 from tests.harness import User, rl_binary
 
@@ -34,17 +34,9 @@ NOT_RUNNING = "can only create exec sessions on running containers: container st
 
 
 @pytest.fixture(scope="module")
-def store_dir(user: User) -> Iterator[Path]:
-    path = user.make_dir("rl-tools-")
-    yield path
-    _remove(path)
-
-
-@pytest.fixture(scope="module")
-def rlm(user: User, store_dir: Path, busybox_archive: Path) -> Rl:
-    rl = Rl(user, store_dir / "store")
-    rl.ok("load", "-i", str(busybox_archive))
-    return rl
+def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
+    with loaded_store(user, busybox_archive, "rl-tools-") as rl:
+        yield rl
 
 
 def _argv(rl: Rl, *args: str) -> list[str]:
