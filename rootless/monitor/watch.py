@@ -394,6 +394,11 @@ class Watcher:
         self.selector.unregister(self.listener)
         self.listener.close()
         self.selector.close()
+        # What _catch_signals took: the process may go on (a test), and an event loop started
+        # later (trio's) expects no wakeup fd set.
+        signal.set_wakeup_fd(-1)
+        self._wake_r.close()
+        self._wake_w.close()
 
     # --- signals, stop --------------------------------------------------------------------
 
