@@ -26,6 +26,7 @@ from fuseoverlay.layers import Layers
 from fuseoverlay.options import DEFAULT_TIMEOUT, Config, IdMap
 from fuseoverlay.resolve import (
     UPPER,
+    WHITEOUT_PREFIX,
     Kind,
     is_private_xattr,
     join,
@@ -127,12 +128,19 @@ class OverlayFS(pyfuse3.Operations):
     # --- resolution ------------------------------------------------------------------------
 
     def _observer(
-        self, path: bytes, seen: dict[int, os.stat_result] | None = None, bottom: int = -1
+        self,
+        path: bytes,
+        seen: dict[int, os.stat_result] | None = None,
+        bottom: int = -1,
+        absent: frozenset[int] = frozenset(),
     ) -> Callable[[int], Kind]:
         """`observe` for resolve_entry; `bottom` is the last candidate layer, where a whiteout
-        hides nothing below and so need not be looked for."""
+        hides nothing below and so need not be looked for; `absent`: layers already seen to
+        hold neither `path` nor a whiteout of it."""
 
         def observe(layer: int) -> Kind:
+            if layer in absent:
+                return Kind.ABSENT
             kind, st = self.layers.observe(layer, path, bottom=layer == bottom)
             if seen is not None and st is not None:
                 seen[layer] = st
@@ -156,23 +164,39 @@ class OverlayFS(pyfuse3.Operations):
             if st is not None:
                 return node, st
             self.table.remove_name(path)  # vanished behind our back; look again
-        layers = parent.dir_layers
-        if len(layers) == 1:
-            # One layer (a directory of the upper alone, the commonest case, or of one lower):
-            # what resolve_entry would decide, without its machinery; this is the cold lookup
-            # (10k of them for `stat` of new names: Layers.lstat and is_whiteout inline).
-            layer = layers[0]
+        # The cold lookup: 10k of them for `stat` of 10k names, one per file a program opens.
+        # Top down, what resolve_entry decides while it has found no directory, inline (no
+        # observer, no Kind; a whiteout file is looked for with access(), which answers
+        # without an exception): the first layer holding the name decides, unless it holds a
+        # directory, which may merge with the layers below; then resolve_entry takes over
+        # from what was seen here.
+        roots = self._roots
+        bottom = len(layers := parent.dir_layers) - 1
+        seen_absent: list[int] = []
+        for index, layer in enumerate(layers):
             try:
-                st = os.lstat(self._roots[layer] + b"/" + path)
+                st = os.lstat(roots[layer] + b"/" + path)
             except (FileNotFoundError, NotADirectoryError):
-                return None
+                if index < bottom:
+                    head, _, name = path.rpartition(b"/")
+                    marker = roots[layer] + b"/" + head + b"/" if head else roots[layer] + b"/"
+                    if os.access(marker + WHITEOUT_PREFIX + name, os.F_OK, follow_symlinks=False):
+                        return None  # whited out by a `.wh.NAME` file
+                seen_absent.append(layer)
+                continue
             mode = st.st_mode
+            if stat.S_ISDIR(mode) and index < bottom:
+                break  # resolve_entry merges it with what lies below
             if stat.S_ISCHR(mode) and st.st_rdev == 0:  # a whiteout
                 return None
             key = (st.st_dev, st.st_ino) if layer == UPPER and st.st_nlink > 1 else None
-            return self.table.add(path, layer, stat.S_ISDIR(mode), layers, key), st
+            dir_layers = (layer,)
+            return self.table.add(path, layer, stat.S_ISDIR(mode), dir_layers, key), st
+        else:
+            return None  # absent everywhere
         seen: dict[int, os.stat_result] = {}
-        found = resolve_entry(layers, self._observer(path, seen, layers[-1]))
+        observe = self._observer(path, seen, layers[-1], absent=frozenset(seen_absent))
+        found = resolve_entry(layers, observe)
         if found is None:
             return None
         st = seen[found.layer]

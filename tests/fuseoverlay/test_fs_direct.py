@@ -101,6 +101,24 @@ def test_tarball_whiteouts_and_opaque_markers_are_honoured(layers: Layers) -> No
     run(check)
 
 
+def test_a_whiteout_file_deep_in_a_middle_layer_hides_a_file_below(layers: Layers) -> None:
+    # The cold lookup looks for `.wh.NAME` next to NAME in each layer above the bottom one.
+    top, bottom = layers.lowers
+    (bottom / "x" / "y").mkdir(parents=True)
+    for name in ("f", "g"):
+        (bottom / "x" / "y" / name).write_text(name)
+    (top / "x" / "y").mkdir(parents=True)
+    (top / "x" / "y" / ".wh.f").write_text("")
+
+    async def check() -> None:
+        fs = layers.fs()
+        assert (await lookup(fs, "x/y/f")).st_ino == 0
+        assert (await lookup(fs, "x/y/g")).st_size == 1
+        assert await names(fs, (await lookup(fs, "x/y")).st_ino) == ["g"]
+
+    run(check)
+
+
 def test_bookkeeping_xattrs_stay_hidden(layers: Layers) -> None:
     (layers.lowers[1] / "d").mkdir()
     (layers.lowers[1] / "d" / "x").write_text("x")
