@@ -1,6 +1,7 @@
 """`rl pull` against `podman pull` (and `skopeo copy`, fetch only) from a registry on loopback.
 
     /opt/rl/venv/bin/python bench/pull.py [--reps 5] [--sizes small,large] [--podman-driver overlay]
+                                          [--tls]
 
 Two multi-layer images with gzip layers, built offline: "small" (~5 MB of files from /usr, 3
 layers) and "large" (the ~50 MB Debian rootfs of bench/load.py, or /usr files without
@@ -75,21 +76,22 @@ def push(registry: Registry, repository: str, image: BuiltImage) -> None:
 
 
 def tool_commands(
-    rl: str, ref: str, podman_driver: str, *, skopeo: bool
+    rl: str, ref: str, podman_driver: str, *, skopeo: bool, tls: bool = False
 ) -> dict[str, Callable[[Path], list[str]]]:
-    """Each tool's command line, given a fresh directory for its store."""
+    """Each tool's command line, given a fresh directory for its store. `tls`: the registry
+    speaks TLS and its CA is in the user's certs.d, so every tool verifies."""
+    insecure = [] if tls else ["--tls-verify=false"]
     tools: dict[str, Callable[[Path], list[str]]] = {
-        "rl pull": lambda store: [
-            rl, "--root", str(store / "rl"), "pull", "--tls-verify=false", ref,
-        ],
+        "rl pull": lambda store: [rl, "--root", str(store / "rl"), "pull", *insecure, ref],
         "podman pull": lambda store: [
             "podman", "--root", str(store / "root"), "--runroot", str(store / "run"),
-            "--storage-driver", podman_driver, "pull", "--tls-verify=false", ref,
+            "--storage-driver", podman_driver, "pull", *insecure, ref,
         ],
     }  # fmt: skip
     if skopeo:
+        src_insecure = [] if tls else ["--src-tls-verify=false"]
         tools["skopeo copy"] = lambda store: [
-            "skopeo", "copy", "--quiet", "--src-tls-verify=false",
+            "skopeo", "copy", "--quiet", *src_insecure,
             f"docker://{ref}", f"oci:{store / 'oci'}:latest",
         ]  # fmt: skip
     return tools
@@ -115,6 +117,11 @@ def main() -> int:
         help="podman's storage driver (default overlay: native rootless overlay, like rl)",
     )
     parser.add_argument("--no-skopeo", action="store_true", help="leave out skopeo copy")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="a TLS registry (its CA in the user's certs.d): every tool verifies the chain",
+    )
     args = parser.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
     if unknown := set(sizes) - set(SIZES):
@@ -124,7 +131,10 @@ def main() -> int:
     rl = rl_binary()
     use_skopeo = not args.no_skopeo and shutil.which("skopeo") is not None
     print(f"as user {user.name}; rl = {rl}; podman --storage-driver {args.podman_driver}")
-    with running_registry(user) as registry:
+    with running_registry(user, tls=args.tls) as registry:
+        if args.tls:
+            registry.install_ca()
+            print(f"TLS registry; its CA in {registry.certs_dir()}")
         for size in sizes:
             image, origin = bench_image(size)
             repository = f"rl-bench/pull-{size}"
@@ -136,7 +146,7 @@ def main() -> int:
                 f"\n{size}: {origin}; {len(image.layers)} gzip layers, {blob_mb:.1f} MB "
                 f"compressed, {content_mb:.1f} MB of tar"
             )
-            tools = tool_commands(rl, ref, args.podman_driver, skopeo=use_skopeo)
+            tools = tool_commands(rl, ref, args.podman_driver, skopeo=use_skopeo, tls=args.tls)
             samples = {name: Samples(name) for name in tools}
             cpu: dict[str, list[float]] = {name: [] for name in tools}
             for round_number in range(args.warmup + args.reps):
