@@ -27,6 +27,14 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
     return make_tls_files(made)
 
 
+@pytest.fixture
+def other_ca(tmp_path: Path) -> Path:
+    """A CA that signed nothing the tests' server presents."""
+    other = tmp_path / "other"
+    other.mkdir()
+    return make_tls_files(other)[0]
+
+
 def _hashed_dir(directory: Path, *certs: Path) -> Path:
     """`directory` with `certs` under their OpenSSL subject-hash names, as c_rehash makes."""
     directory.mkdir()
@@ -92,12 +100,12 @@ def test_a_hashed_ca_directory_is_read_when_a_chain_needs_it(
 
 
 def test_a_ca_missing_from_the_directory_is_not_trusted(
-    tmp_path: Path, tls_files: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tls_files: tuple[Path, Path, Path],
+    other_ca: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, server_cert, server_key = tls_files
-    other = tmp_path / "other"
-    other.mkdir()
-    other_ca, _, _ = make_tls_files(other)
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.setenv("SSL_CERT_DIR", str(_hashed_dir(tmp_path / "certs", other_ca)))
     with pytest.raises(ssl.SSLCertVerificationError):
@@ -105,12 +113,12 @@ def test_a_ca_missing_from_the_directory_is_not_trusted(
 
 
 def test_a_bundle_named_by_ssl_cert_file_is_loaded_as_asked(
-    tmp_path: Path, tls_files: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tls_files: tuple[Path, Path, Path],
+    other_ca: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ca, server_cert, server_key = tls_files
-    other = tmp_path / "other"
-    other.mkdir()
-    other_ca, _, _ = make_tls_files(other)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))
     # A hashed directory that lacks our CA: the bundle must be read too.
     monkeypatch.setenv("SSL_CERT_DIR", str(_hashed_dir(tmp_path / "certs", other_ca)))
