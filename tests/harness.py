@@ -170,3 +170,33 @@ def ensure_user() -> User:
     os.chown(runtime, pw.pw_uid, pw.pw_gid)
     os.chmod(runtime, 0o700)
     return User(TEST_USER, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir), runtime)
+
+
+# --- processes, from /proc (tests check what runs and that nothing is left behind) -------------
+
+
+def parent_pid(pid: int) -> int:
+    """`pid`'s parent; OSError once `pid` is gone."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[1])
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (zombies included: they are not reaped yet)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if parent_pid(int(entry)) == pid:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def cmdline(pid: int) -> str:
+    """`pid`'s argv joined with spaces; "" once it is gone (or reaped: no zombie either)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        return ""

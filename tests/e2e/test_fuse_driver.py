@@ -92,7 +92,7 @@ from tests.e2e.test_run import (
 from tests.e2e.test_run import (
     test_whiteouts_and_opaque_dirs_hidden as test_whiteouts_and_opaque_dirs_hidden,
 )
-from tests.harness import Result, User, installed_tool
+from tests.harness import Result, User, cmdline, installed_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -134,11 +134,10 @@ def _helpers_of(user: User) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
             owner = entry.stat().st_uid
         except OSError:
             continue
-        if owner == user.uid and HELPER.encode() in cmdline:
+        if owner == user.uid and HELPER in cmdline(int(entry.name)):
             found.append(int(entry.name))
     return found
 
@@ -374,12 +373,5 @@ def test_podman_runs_with_fuseoverlay_as_mount_program(
 def _mount_programs(workdir: Path) -> list[str]:
     return [
         p.name for p in Path("/proc").iterdir()
-        if p.name.isdigit() and b"fuseoverlay" in (c := _cmdline(p)) and str(workdir).encode() in c
+        if p.name.isdigit() and "fuseoverlay" in (c := cmdline(int(p.name))) and str(workdir) in c
     ]  # fmt: skip
-
-
-def _cmdline(proc_dir: Path) -> bytes:
-    try:
-        return (proc_dir / "cmdline").read_bytes()
-    except OSError:
-        return b""

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Rl, loaded_store
-from tests.harness import User, rl_binary
+from tests.harness import User, child_pids, cmdline, rl_binary
 
 pytestmark = pytest.mark.e2e
 
@@ -430,30 +430,14 @@ def _monitor(rl: Rl, name: str) -> int:
         return 0
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, ValueError):
-        return ""  # gone (or reaped: no zombie left either)
-
-
 def _children(pid: int, mark: str) -> list[int]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                parent = int(f.read().rpartition(")")[2].split()[1])
-        except OSError:
-            continue
-        if parent == pid and mark in _cmdline(int(entry)):
-            found.append(int(entry))
-    return found
+    """`pid`'s children with `mark` in their command line."""
+    return [child for child in child_pids(pid) if mark in cmdline(child)]
 
 
 def _watching(rl: Rl, name: str) -> int:
     """The monitor's pid once it is the lean watcher (it exec'd it: `--watch` in its argv)."""
-    assert _until(lambda: " --watch " in _cmdline(_monitor(rl, name))), _cmdline(_monitor(rl, name))
+    assert _until(lambda: " --watch " in cmdline(_monitor(rl, name))), cmdline(_monitor(rl, name))
     return _monitor(rl, name)
 
 
@@ -492,7 +476,7 @@ def test_published_port_works_in_the_watcher_and_after_a_restart(rlm: Rl) -> Non
         assert rlm.ok("port", "pubw").stdout == f"8080/tcp -> 127.0.0.1:{port}\n"
     finally:
         rlm.ok("rm", "-f", "-t", "0", "pubw")
-    assert _until(lambda: not _cmdline(monitor))
+    assert _until(lambda: not cmdline(monitor))
     with socket.socket() as sock:  # the port was released with the container
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
@@ -511,12 +495,12 @@ def test_fuse_container_restarts_under_the_watcher_and_leaves_nothing(rlm: Rl) -
         assert _until(lambda: _field(rlm, "fusew", "{{.RestartCount}}") == "1")
         assert _until(lambda: _state(rlm, "fusew") == "running")
         assert _watching(rlm, "fusew") == monitor
-        assert not _cmdline(helper)  # the first helper ended and was reaped (no zombie)
+        assert not cmdline(helper)  # the first helper ended and was reaped (no zombie)
         (helper,) = _children(monitor, "rootless.storage.fuse")
         assert rlm.ok(*fuse, "exec", "fusew", "cat", "/tmp/n").stdout == "2\n"
     finally:
         rlm.ok(*fuse, "rm", "-f", "-t", "0", "fusew")
-    assert _until(lambda: not _cmdline(helper) and not _cmdline(monitor))
+    assert _until(lambda: not cmdline(helper) and not cmdline(monitor))
     with open("/proc/self/mountinfo") as f:
         mounts = f.read()
     assert str(rlm.root) not in mounts  # the mount only ever lived in the container's namespace

@@ -7,7 +7,6 @@ larger than the first batch (32) must all be served, and no maker may be left be
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from tests.e2e.test_network_load import (
     _read_all,
     _wait_for_listener,
 )
-from tests.harness import User
+from tests.harness import User, child_pids, cmdline, parent_pid
 
 IMAGE = "localhost/rl-test/busybox:latest"
 BURST = 150  # > netns.ports.FIRST_BATCH, and more than one grown batch
@@ -37,30 +36,6 @@ def rlm(user: User, busybox_archive: Path) -> Iterator[Rl]:
         yield rl
 
 
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rpartition(")")[2].split()[1])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if _parent(int(entry)) == pid:
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
 def test_a_burst_beyond_the_first_batch_through_a_detached_containers_port(rlm: Rl) -> None:
     port = _free_port()
     rlm.ok("run", "-d", "--name", "burst", "-p", f"127.0.0.1:{port}:8080",
@@ -69,10 +44,10 @@ def test_a_burst_beyond_the_first_batch_through_a_detached_containers_port(rlm: 
     try:
         _wait_for_listener(rlm, "burst", 8080)
         pid1 = int(rlm.ok("inspect", "--format", "{{.State.Pid}}", "burst").stdout)
-        monitor = _parent(pid1)
+        monitor = parent_pid(pid1)
         deadline = time.monotonic() + 20
-        while " --watch " not in _cmdline(monitor):  # the lean watcher serves the port
-            assert time.monotonic() < deadline, _cmdline(monitor)
+        while " --watch " not in cmdline(monitor):  # the lean watcher serves the port
+            assert time.monotonic() < deadline, cmdline(monitor)
             time.sleep(0.1)
         conns = [_connect(port) for _ in range(BURST)]  # all open before any data moves
         for index, conn in enumerate(conns):
@@ -82,8 +57,8 @@ def test_a_burst_beyond_the_first_batch_through_a_detached_containers_port(rlm: 
             assert _read_all(conn) == _payload(index), index
         # Only the container's pid 1 stays the monitor's child: the makers ended, were reaped.
         deadline = time.monotonic() + 20
-        while _children(monitor) != [pid1]:
-            assert time.monotonic() < deadline, [_cmdline(p) for p in _children(monitor)]
+        while child_pids(monitor) != [pid1]:
+            assert time.monotonic() < deadline, [cmdline(p) for p in child_pids(monitor)]
             time.sleep(0.1)
     finally:
         for conn in conns:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Rl, loaded_store
-from tests.harness import User, rl_binary
+from tests.harness import User, child_pids, rl_binary
 
 pytestmark = pytest.mark.e2e
 
@@ -296,19 +296,11 @@ def test_rm_removes_anonymous_volumes_only(rlm: Rl) -> None:
 # --- terminal and signals -------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
 def _rl_pid(popen: subprocess.Popen[bytes]) -> int:
     """runuser's child is `env`, which execs rl: that process."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        kids = _children(popen.pid)
+        kids = child_pids(popen.pid)
         if kids:
             return kids[0]
         time.sleep(0.02)
@@ -439,7 +431,7 @@ def test_sigkill_of_rl_leaves_no_process_or_mount(rlm: Rl, user: User) -> None:
 def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
-        for child in _children(todo.pop()):
+        for child in child_pids(todo.pop()):
             found.append(child)
             todo.append(child)
     return found

@@ -21,6 +21,7 @@ import pytest
 
 from netns import ports
 from netns.ports import LARGEST_BATCH, NamespaceDialer, PoolPolicy
+from tests.harness import child_pids
 
 # --- the policy (pure) -------------------------------------------------------------------------
 
@@ -70,18 +71,8 @@ def test_the_batch_shrinks_back_once_the_burst_is_over() -> None:
 
 
 def children() -> list[int]:
-    """This process's child processes (from /proc: makers must not be left behind)."""
-    mine = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as file:
-                    stat = file.read()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == os.getpid():
-                mine.append(int(name))
-    return mine
+    """This process's child processes (makers must not be left behind)."""
+    return child_pids(os.getpid())
 
 
 def run_until(
