@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -121,23 +122,18 @@ def system_trust_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+_HASH_NAME = re.compile(r"[0-9a-fA-F]{8}\.[0-9]+")  # OpenSSL's subject-hash name: 1a2b3c4d.0
+
+
 def _has_hash_links(directory: str | None) -> bool:
-    """Whether `directory` holds OpenSSL's subject-hash names (`1a2b3c4d.0`)."""
+    """Whether `directory` holds OpenSSL's subject-hash names."""
     if not directory:
         return False
     try:
         with os.scandir(directory) as entries:
-            for entry in entries:
-                stem, dot, suffix = entry.name.partition(".")
-                if dot and suffix.isdigit() and len(stem) == 8:
-                    try:
-                        int(stem, 16)
-                    except ValueError:
-                        continue
-                    return True
+            return any(_HASH_NAME.fullmatch(entry.name) for entry in entries)
     except OSError:
-        pass
-    return False
+        return False
 
 
 # NamedTuples rather than dataclasses: `rl pull` imports this module, and creating a
