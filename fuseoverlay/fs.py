@@ -171,7 +171,8 @@ class OverlayFS(pyfuse3.Operations):
         # directory, which may merge with the layers below; then resolve_entry takes over
         # from what was seen here.
         roots = self._roots
-        bottom = len(layers := parent.dir_layers) - 1
+        layers = parent.dir_layers
+        bottom = len(layers) - 1
         seen_absent: list[int] = []
         for index, layer in enumerate(layers):
             try:
@@ -190,8 +191,7 @@ class OverlayFS(pyfuse3.Operations):
             if stat.S_ISCHR(mode) and st.st_rdev == 0:  # a whiteout
                 return None
             key = (st.st_dev, st.st_ino) if layer == UPPER and st.st_nlink > 1 else None
-            dir_layers = (layer,)
-            return self.table.add(path, layer, stat.S_ISDIR(mode), dir_layers, key), st
+            return self.table.add(path, layer, stat.S_ISDIR(mode), (layer,), key), st
         else:
             return None  # absent everywhere
         seen: dict[int, os.stat_result] = {}
