@@ -5,7 +5,8 @@ reads and writes them:
                "quay.io/team": {"auth": "…"}, "docker.io": {"identitytoken": "…"}}}
 
 Files are searched in order: `--authfile`/`REGISTRY_AUTH_FILE` alone when given, else
-`$XDG_RUNTIME_DIR/containers/auth.json` (where `rl login` writes),
+`$XDG_RUNTIME_DIR/containers/auth.json` (where `rl login` writes; without the variable, as
+rootless podman: `/run/user/UID/` when it is the user's, else `/run/containers/UID/`),
 `$XDG_CONFIG_HOME/containers/auth.json`, `$DOCKER_CONFIG/config.json` or
 `~/.docker/config.json`, and the legacy `~/.dockercfg` (the map without the "auths" wrapper).
 Within a file the most specific key wins (`quay.io/team/app`, `quay.io/team`, `quay.io`); keys
@@ -34,26 +35,36 @@ from rootless.registry.reference import parse_normalized
 class AuthPath(NamedTuple):
     path: Path
     legacy_format: bool = False  # ~/.dockercfg: no "auths" wrapper, keys are registry URLs
+    # /run/containers/UID: root makes that tree 0700 where nobody logs in through it; no
+    # credentials of this user can be there then, so reading it is not an error
+    unreadable_is_empty: bool = False
 
 
 def auth_file_paths(
-    env: Mapping[str, str], home: Path, uid: int, authfile: str | None = None
+    env: Mapping[str, str],
+    home: Path,
+    uid: int,
+    authfile: str | None = None,
+    *,
+    session_dir: Path | None = None,
 ) -> list[AuthPath]:
-    """Where to look, in order; the first one is where `rl login` writes."""
+    """Where to look, in order; the first one is where `rl login` writes. `session_dir`: the
+    user's own `/run/user/UID` when it exists (what rootless podman uses for $XDG_RUNTIME_DIR
+    when the variable is unset, e.g. after `su`)."""
     explicit = authfile or env.get("REGISTRY_AUTH_FILE")
     if explicit:
         return [AuthPath(Path(explicit))]
-    runtime = env.get("XDG_RUNTIME_DIR")
+    runtime = env.get("XDG_RUNTIME_DIR") or session_dir
     first = (
-        Path(runtime) / "containers" / "auth.json"
+        AuthPath(Path(runtime) / "containers" / "auth.json")
         if runtime
-        else Path(f"/run/containers/{uid}/auth.json")
+        else AuthPath(Path(f"/run/containers/{uid}/auth.json"), unreadable_is_empty=True)
     )
     config_home = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
     docker_config = env.get("DOCKER_CONFIG")
     docker = Path(docker_config) / "config.json" if docker_config else home / ".docker/config.json"
     return [
-        AuthPath(first),
+        first,
         AuthPath(config_home / "containers" / "auth.json"),
         AuthPath(docker),
         AuthPath(home / ".dockercfg", legacy_format=True),
@@ -209,16 +220,27 @@ def _dump(doc: Mapping[str, Any]) -> str:
 
 def default_paths(authfile: str | None = None) -> list[AuthPath]:
     home = Path(os.environ.get("HOME") or os.path.expanduser("~"))
-    return auth_file_paths(os.environ, home, os.getuid(), authfile)
+    uid = os.getuid()
+    session = Path(f"/run/user/{uid}")
+    try:
+        owned = session.stat().st_uid == uid
+    except OSError:
+        owned = False
+    return auth_file_paths(os.environ, home, uid, authfile, session_dir=session if owned else None)
 
 
 def lookup_credentials(key: str, authfile: str | None = None) -> Credentials | None:
-    """Credentials for `key` from the first file that has them (missing files are skipped)."""
+    """Credentials for `key` from the first file that has them (missing files are skipped, and
+    so is the per-UID file under /run/containers when that directory is root's alone)."""
     for auth_path in default_paths(authfile):
         try:
             text = auth_path.path.read_text()
         except FileNotFoundError:
             continue
+        except PermissionError:
+            if auth_path.unreadable_is_empty:
+                continue
+            raise RlError(f"reading {auth_path.path}: permission denied") from None
         except OSError as exc:
             raise RlError(f"reading {auth_path.path}: {exc.strerror}") from None
         found = find_credentials(

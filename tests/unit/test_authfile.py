@@ -56,11 +56,41 @@ def test_default_search_order() -> None:
 def test_search_order_honours_xdg_and_docker_config() -> None:
     env = {"XDG_CONFIG_HOME": "/cfg", "DOCKER_CONFIG": "/dk"}
     assert auth_file_paths(env, HOME, 1000) == [
-        AuthPath(Path("/run/containers/1000/auth.json")),
+        AuthPath(Path("/run/containers/1000/auth.json"), unreadable_is_empty=True),
         AuthPath(Path("/cfg/containers/auth.json")),
         AuthPath(Path("/dk/config.json")),
         AuthPath(HOME / ".dockercfg", legacy_format=True),
     ]
+
+
+def test_without_xdg_runtime_dir_the_users_session_dir_is_used_as_podman_does() -> None:
+    # after `su USER` the variable is unset; rootless podman then takes /run/user/UID when
+    # it is the user's, so `rl login` there and `podman pull` must meet in the same file
+    paths = auth_file_paths({}, HOME, 1000, session_dir=Path("/run/user/1000"))
+    assert paths[0] == AuthPath(Path("/run/user/1000/containers/auth.json"))
+    # the variable, when set, wins
+    env = {"XDG_RUNTIME_DIR": "/elsewhere"}
+    paths = auth_file_paths(env, HOME, 1000, session_dir=Path("/run/user/1000"))
+    assert paths[0] == AuthPath(Path("/elsewhere/containers/auth.json"))
+
+
+# /proc/sys/vm/compact_memory is mode 0200: reading it fails with EACCES even for root, which
+# is how the suite (run as root in CI) gets a real unreadable file.
+UNREADABLE = Path("/proc/sys/vm/compact_memory")
+
+
+@pytest.mark.skipif(not UNREADABLE.exists(), reason="needs /proc/sys/vm/compact_memory")
+def test_an_unreadable_per_uid_file_counts_as_empty_but_others_are_errors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    docker = tmp_path / "config.json"
+    write_auth_file(docker, auths(**{"quay.io": entry("docker", "1")}))
+    paths = [AuthPath(UNREADABLE, unreadable_is_empty=True), AuthPath(docker)]
+    monkeypatch.setattr(authfile, "default_paths", lambda authfile=None: paths)
+    assert authfile.lookup_credentials("quay.io/x") == Credentials("docker", "1")
+    paths[0] = AuthPath(UNREADABLE)
+    with pytest.raises(RlError, match=f"^reading {UNREADABLE}: permission denied$"):
+        authfile.lookup_credentials("quay.io/x")
 
 
 def test_explicit_auth_file_is_the_only_one() -> None:
