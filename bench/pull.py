@@ -1,7 +1,7 @@
 """`rl pull` against `podman pull` (and `skopeo copy`, fetch only) from a registry on loopback.
 
     /opt/rl/venv/bin/python bench/pull.py [--reps 5] [--sizes small,large] [--podman-driver overlay]
-                                          [--tls]
+                                          [--tls] [--floor]
 
 Two multi-layer images with gzip layers, built offline: "small" (~5 MB of files from /usr, 3
 layers) and "large" (the ~50 MB Debian rootfs of bench/load.py, or /usr files without
@@ -10,7 +10,8 @@ end-to-end tests' fixture). Every timed run pulls into a new, empty store as the
 rl with `--root`, podman with `--root`/`--runroot`, skopeo into a fresh OCI directory (it only
 fetches: no unpacking, the floor for any puller). The order alternates between rounds; the
 first round is a warm-up. Prints medians (wall time, and CPU time: the machine is shared) and
-the ratios.
+the ratios. `--floor` adds a row for what no pull by rl can go below: its interpreter importing
+the modules the pull needs before its first request (trio and httpx are most of it).
 """
 
 from __future__ import annotations
@@ -97,6 +98,18 @@ def tool_commands(
     return tools
 
 
+FLOOR = "rl imports"
+
+
+def floor_command(rl: str) -> list[str]:
+    """rl's interpreter importing the modules `rl pull` has loaded when it sends its first
+    request (the CLI, the pull, the registry client with trio and httpx), then exiting: what
+    any pull costs before it fetches a byte."""
+    python = str(Path(rl).parent / "python")
+    modules = "rootless.cli.main, rootless.registry.pull, rootless.registry.client"
+    return [python, "-c", f"import {modules}"]
+
+
 def children_cpu() -> float:
     """User + system seconds of the waited-for processes so far (a tool and what it waited for;
     not a process left running, such as rootless podman's pause process)."""
@@ -117,6 +130,12 @@ def main() -> int:
         help="podman's storage driver (default overlay: native rootless overlay, like rl)",
     )
     parser.add_argument("--no-skopeo", action="store_true", help="leave out skopeo copy")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time rl's Python floor: the interpreter importing what `rl pull` loads "
+        "before its first request (trio, httpx, rl's registry code), and nothing else",
+    )
     parser.add_argument(
         "--tls",
         action="store_true",
@@ -147,6 +166,8 @@ def main() -> int:
                 f"compressed, {content_mb:.1f} MB of tar"
             )
             tools = tool_commands(rl, ref, args.podman_driver, skopeo=use_skopeo, tls=args.tls)
+            if args.floor:
+                tools[FLOOR] = lambda store: floor_command(rl)
             samples = {name: Samples(name) for name in tools}
             cpu: dict[str, list[float]] = {name: [] for name in tools}
             for round_number in range(args.warmup + args.reps):
@@ -169,6 +190,8 @@ def main() -> int:
             print(ratio_line(samples["rl pull"], samples["podman pull"]))
             if use_skopeo:
                 print(ratio_line(samples["rl pull"], samples["skopeo copy"]))
+            if args.floor:
+                print(ratio_line(samples[FLOOR], samples["podman pull"]))
     return 0
 
 
