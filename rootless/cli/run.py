@@ -580,7 +580,14 @@ def _run_detached(options: RunOptions, store: Any, extras: dict[str, Any] | None
     except BaseException:
         monitor.cancel()
         raise
-    spawn_monitor(store, prepared.record, early=monitor)
+    from rootless.containers.store import ContainerLock
+
+    # Under the container's lock until it runs, as `rl start` holds it: the monitor records
+    # "running" before the container has a pid, and a concurrent `rl stop`, `rm -f` or `kill`
+    # in that window found no pid to signal (a stop returned, the container ran on). They
+    # wait for the start now. (The monitor was spawned before: it does not share the lock.)
+    with ContainerLock(prepared.record.id):
+        spawn_monitor(store, prepared.record, early=monitor)
     print(prepared.record.id)
     return 0
 
