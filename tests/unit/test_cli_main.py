@@ -7,13 +7,16 @@ import importlib
 
 import pytest
 
+from rootless import __version__
 from rootless.cli.main import (
     COMMAND_HOMES,
     COMMAND_MODULES,
     CommandGroup,
     Parser,
+    asks_version,
     build_parser,
     command_word,
+    main,
 )
 
 
@@ -84,3 +87,21 @@ def test_command_homes_name_the_module_that_registers_each_command() -> None:
     # does (a family's subcommands come from several modules).
     assert leaves == COMMAND_HOMES
     assert not families & set(COMMAND_HOMES)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--version"], ["-v"], ["--root", "/x", "--version"], ["--log-level", "debug", "-v"]],
+)
+def test_version_is_answered_without_a_command(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as leaving:
+        main(argv)
+    assert leaving.value.code == 0
+    assert capsys.readouterr().out == f"rl version {__version__}\n"
+
+
+@pytest.mark.parametrize("argv", [["--root", "-v", "ps"], ["ps", "-v"], ["run", "--help"], []])
+def test_version_is_not_taken_from_a_value_or_a_command(argv: list[str]) -> None:
+    assert not asks_version(argv)
