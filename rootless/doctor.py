@@ -225,9 +225,10 @@ def check_overlay(facts: HostFacts) -> Finding:
 def check_runtime_dir(facts: HostFacts) -> Finding:
     check, title = "runtime_dir", "XDG_RUNTIME_DIR"
     uid, user = facts.uid, facts.user
-    fallback = f"/tmp/rl-{uid}"
     login = facts.login_runtime
     usable_login = login.kind == "dir" and login.owner == uid and login.usable
+    # rootless.paths.runtime_dir's choice without a usable variable
+    fallback = f"{login.path}/rl" if usable_login else f"/tmp/rl-{uid}"
     export = f"export XDG_RUNTIME_DIR={login.path}"
     value, target = facts.xdg_runtime_dir, facts.xdg_runtime
     if value is None or target is None:

@@ -26,15 +26,29 @@ def config_dir() -> Path:
 
 
 def runtime_dir() -> Path:
-    """$XDG_RUNTIME_DIR/rl, or a private directory under /tmp when it is unset or unusable.
+    """$XDG_RUNTIME_DIR/rl; when the variable is unset or unusable, /run/user/UID/rl if that
+    is ours (as rootless podman does), else a private directory under /tmp.
 
     Only a directory owned by us counts: after `su`/`sudo` the variable often still names
-    another user's directory, and using it would fail later with EACCES.
+    another user's directory, and using it would fail later with EACCES. Every session of
+    the user must land on the same directory where it can: the containers' locks, attach
+    sockets and exit records are there, and a container started from an ssh login is
+    stopped or attached to from a `su` shell too.
     """
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and _owned_by_me(Path(xdg)):
         return Path(xdg) / "rl"
+    session = session_runtime_dir()
+    if session is not None:
+        return session / "rl"
     return Path(f"/tmp/rl-{os.getuid()}")
+
+
+def session_runtime_dir() -> Path | None:
+    """/run/user/UID when it is ours: what logind makes for a user's sessions, and what
+    rootless podman uses when XDG_RUNTIME_DIR is unset."""
+    path = Path(f"/run/user/{os.getuid()}")
+    return path if _owned_by_me(path) else None
 
 
 def _owned_by_me(path: Path) -> bool:

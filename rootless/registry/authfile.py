@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from rootless.errors import RlError
+from rootless.paths import home, session_runtime_dir
 from rootless.registry.auth import Credentials
 from rootless.registry.reference import parse_normalized
 
@@ -219,14 +220,9 @@ def _dump(doc: Mapping[str, Any]) -> str:
 
 
 def default_paths(authfile: str | None = None) -> list[AuthPath]:
-    home = Path(os.environ.get("HOME") or os.path.expanduser("~"))
-    uid = os.getuid()
-    session = Path(f"/run/user/{uid}")
-    try:
-        owned = session.stat().st_uid == uid
-    except OSError:
-        owned = False
-    return auth_file_paths(os.environ, home, uid, authfile, session_dir=session if owned else None)
+    return auth_file_paths(
+        os.environ, home(), os.getuid(), authfile, session_dir=session_runtime_dir()
+    )
 
 
 def lookup_credentials(key: str, authfile: str | None = None) -> Credentials | None:

@@ -123,6 +123,23 @@ def test_wait_on_an_rm_container_prints_the_exit_code_after_its_removal(rlm: Rl)
     assert result.returncode != 0 and "no container" in result.stderr
 
 
+def test_a_shell_without_xdg_runtime_dir_reaches_the_same_containers(rlm: Rl, user: User) -> None:
+    # After `su USER` the variable is unset. rl then takes /run/user/UID, as podman does, so
+    # the attach socket and the lock of a container started from a login session are found
+    # (they were looked for under /tmp/rl-UID).
+    if user.runtime_dir != Path(f"/run/user/{user.uid}"):
+        pytest.skip("the test user's runtime dir is not /run/user/UID (run the suite as root)")
+    su_shell = {"XDG_RUNTIME_DIR": ""}
+    script = "sleep 1; echo tick; echo tock; exit 4"
+    rlm.ok("run", "-d", "--name", "sessions", IMAGE, "sh", "-c", script)
+    attached = rlm("attach", "--no-stdin", "sessions", env=su_shell, timeout=30)
+    assert (attached.returncode, attached.stdout) == (4, "tick\ntock\n"), attached
+    rlm.ok("run", "-d", "--name", "sessions2", IMAGE, "sleep", "1000")
+    assert rlm("stop", "-t", "0", "sessions2", env=su_shell).returncode == 0
+    assert _state(rlm, "sessions2") == "exited"
+    rlm.ok("rm", "sessions", "sessions2")
+
+
 def test_create_then_start_and_start_attach(rlm: Rl) -> None:
     cid = rlm.ok("create", "--name", "made", IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3")
     assert ID.fullmatch(cid.stdout.strip())

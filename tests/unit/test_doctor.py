@@ -205,11 +205,12 @@ def test_overlay_failure_is_a_warning_and_blames_an_old_kernel() -> None:
 def test_unset_runtime_dir_is_a_warning_with_an_export() -> None:
     f = finding(replace(healthy(), xdg_runtime_dir=None, xdg_runtime=None), "runtime_dir")
     assert f.status == "warning"
-    assert "/tmp/rl-1000" in f.message
+    assert f.message.endswith("in /run/user/1000/rl")  # where podman goes too
     assert f.fix == "export XDG_RUNTIME_DIR=/run/user/1000"
     no_session = replace(
         healthy(), xdg_runtime_dir=None, xdg_runtime=None, login_runtime=PathFacts("/run/user/1000")
     )
+    assert finding(no_session, "runtime_dir").message.endswith("in /tmp/rl-1000")
     assert "machinectl shell alice@" in finding(no_session, "runtime_dir").fix
 
 
