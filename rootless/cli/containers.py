@@ -190,7 +190,7 @@ def ps_command(args: argparse.Namespace) -> int:
     want_mounts = is_json or (fmt is not None and "Mounts" in fmt)
     store = _open()
     try:
-        everything = store.containers()
+        everything = [settled(store, record) for record in store.containers()]
         created = {r.id: r.created for r in everything}
 
         def created_of(ref: str) -> float | None:
@@ -338,6 +338,21 @@ def container_json(
     return inspect_container(record, _spec(store, record), facts)
 
 
+# How long ps and inspect wait for a starting container's pid (a start takes ~50 ms; one
+# that hangs is shown as it is after this).
+READ_WAIT = 5.0
+
+
+def settled(store: ContainerStore, record: Container) -> Container:
+    """`record`, or, while its runner is starting it ("running" without a pid yet), the
+    record once it has the pid: rl ps never shows a running container with Pid 0."""
+    if record.state != "running" or record.container_pid:
+        return record
+    from rootless.containers.lifecycle import with_pid
+
+    return with_pid(store, record, timeout=READ_WAIT)
+
+
 def _inspector(
     kind: str, store: ContainerStore, images: _Images, size: bool
 ) -> Callable[[str], dict[str, Any] | None]:
@@ -346,7 +361,7 @@ def _inspector(
 
         def container(name: str) -> dict[str, Any] | None:
             record = store.find(name)
-            return container_json(store, record, images, size) if record else None
+            return container_json(store, settled(store, record), images, size) if record else None
 
         return container
     if kind == "image":

@@ -181,7 +181,7 @@ def stop(store: ContainerStore, ref: str, timeout: float | None = None) -> Conta
     No restart policy applies afterwards."""
     record = store.get(ref)
     with ContainerLock(record.id):
-        record = _with_pid(store, store.get(record.id))
+        record = with_pid(store, store.get(record.id))
         store.set_stopped_by_user(record.id)
         if record.state not in ("running", "restarting", "paused") or not runner_alive(record):
             return record
@@ -203,7 +203,7 @@ def stop(store: ContainerStore, ref: str, timeout: float | None = None) -> Conta
 def kill(store: ContainerStore, ref: str, sig: int) -> Container:
     record = store.get(ref)
     with ContainerLock(record.id):
-        record = _with_pid(store, store.get(record.id))
+        record = with_pid(store, store.get(record.id))
         if record.state != "running" or not runner_alive(record) or not record.container_pid:
             raise RlError(
                 f"can only kill running containers. {record.id} is in state "
@@ -228,7 +228,7 @@ def remove(store: ContainerStore, ref: str, *, force: bool, volumes: bool) -> Co
                     "improper",
                     exit_code=2,
                 )
-            record = _with_pid(store, record)
+            record = with_pid(store, record)
             store.set_stopped_by_user(record.id)
             if record.state == "restarting":
                 _signal_runner(record, signal.SIGTERM)
@@ -313,14 +313,14 @@ def _send(pid: int, sig: int) -> None:
         raise RlError(f"cannot signal the container's process {pid}: {exc.strerror}") from exc
 
 
-def _with_pid(store: ContainerStore, record: Container) -> Container:
+def with_pid(store: ContainerStore, record: Container, timeout: float = START_TIMEOUT) -> Container:
     """`record` once its runner has given the container a pid. A runner records "running"
     before the container starts (so that its death at any point reads as exited), and stop,
     kill or rm -f in between would find nothing to signal: they wait here instead, while the
-    runner lives (START_TIMEOUT at most). `rl start` and `run -d` hold the lock across that
+    runner lives (`timeout` at most). `rl start` and `run -d` hold the lock across that
     window already; a foreground `rl run` cannot (its container's processes would inherit
-    the flock)."""
-    deadline = time.monotonic() + START_TIMEOUT
+    the flock). ps and inspect wait too, as podman's wait for the container's lock."""
+    deadline = time.monotonic() + timeout
     while record.state == "running" and not record.container_pid and runner_alive(record):
         if time.monotonic() > deadline:
             break

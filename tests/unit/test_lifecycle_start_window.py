@@ -1,5 +1,6 @@
 """A command that acts on a container its runner has marked "running" but not yet started
-waits for the container's pid instead of finding nothing to signal.
+waits for the container's pid instead of finding nothing to signal, and ps and inspect show
+it once it has one.
 
 This test process plays the runner (mark_running records the caller), a `sleep` plays the
 container's pid 1, and a thread records that pid a moment later, as the runner's on_started
@@ -86,3 +87,20 @@ def test_the_wait_ends_when_the_runner_is_gone(store: ContainerStore) -> None:
     finally:
         runner.kill()
         runner.wait()
+
+
+def test_ps_and_inspect_read_a_starting_container_once_it_has_its_pid(
+    store: ContainerStore,
+) -> None:
+    from rootless.cli.containers import settled
+
+    record = store.create(name="shown", image_id="", image_name="i", command=["sleep"])
+    store.mark_running(record.id)
+    recorder = _started_later(store.root, record.id, 4242, delay=0.2)
+    shown = settled(store, store.get("shown"))
+    recorder.join()
+    assert (shown.state, shown.container_pid) == ("running", 4242)  # (it was "running", None)
+    # A record outside the window is returned as it is, at once.
+    store.mark_exited(record.id, 0)
+    exited = store.get("shown")
+    assert settled(store, exited) is exited
