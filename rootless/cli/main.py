@@ -173,32 +173,29 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 _GLOBAL_OPTIONS_WITH_VALUE = frozenset({"--log-level", "--root", "--storage-driver"})
 
 
-def command_word(argv: Sequence[str]) -> str | None:
-    """The subcommand named on the command line (`rl --root X run …` -> "run"), if any."""
+def _scan(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """The global flags before the subcommand (their values left out), and the subcommand."""
+    flags: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in _GLOBAL_OPTIONS_WITH_VALUE:
-            i += 2
-        elif arg.startswith("-"):
-            i += 1
-        else:
-            return arg
-    return None
+        if not arg.startswith("-"):
+            return flags, arg
+        flags.append(arg)
+        i += 2 if arg in _GLOBAL_OPTIONS_WITH_VALUE else 1
+    return flags, None
+
+
+def command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (`rl --root X run …` -> "run"), if any."""
+    return _scan(argv)[1]
 
 
 def asks_version(argv: Sequence[str]) -> bool:
     """`rl [global options] --version`, with no command: answered without any parser (the
     full one, with every command's, takes ~50 ms to build)."""
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("-v", "--version"):
-            return True
-        if not arg.startswith("-"):
-            return False
-        i += 2 if arg in _GLOBAL_OPTIONS_WITH_VALUE else 1
-    return False
+    flags, _ = _scan(argv)
+    return "-v" in flags or "--version" in flags
 
 
 def build_parser(only: str | None = None) -> tuple[Parser, CommandGroup]:
