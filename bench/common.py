@@ -22,9 +22,19 @@ RESULTS = REPO / "bench" / "results"  # caches and outputs; ignored by git
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.harness import User, ensure_user, rl_binary  # noqa: E402
+from tests.harness import User, ensure_user, installed_tool, rl_binary  # noqa: E402
 
-__all__ = ["REPO", "RESULTS", "Samples", "User", "bench_user", "fresh_dir", "rl_binary", "timed"]
+__all__ = [
+    "REPO",
+    "RESULTS",
+    "Samples",
+    "User",
+    "bench_user",
+    "fresh_dir",
+    "installed_tool",
+    "rl_binary",
+    "timed",
+]
 
 
 class BenchError(Exception):

@@ -151,10 +151,10 @@ def main() -> int:
         for server, seconds in measure(args.reps).items():
             print(f"{server}\t{' '.join(f'{s:.4f}' for s in seconds)}")
         return 0
-    from bench.common import bench_user, rl_binary
+    from bench.common import bench_user, installed_tool
 
     user = bench_user()
-    python = str(Path(rl_binary()).parent / "python")
+    python = installed_tool("python")
     argv = [python, str(Path(__file__).resolve()), "--measure", "--reps", str(args.reps)]
     if args.one_cpu:
         argv = ["taskset", "-c", "0", *argv]

@@ -35,6 +35,7 @@ from bench.common import (
     Samples,
     bench_user,
     fresh_dir,
+    installed_tool,
     ratio_line,
     rl_binary,
     timed,
@@ -101,13 +102,12 @@ def tool_commands(
 FLOOR = "rl imports"
 
 
-def floor_command(rl: str) -> list[str]:
+def floor_command() -> list[str]:
     """rl's interpreter importing the modules `rl pull` has loaded when it sends its first
     request (the CLI, the pull, the registry client with trio and httpx), then exiting: what
     any pull costs before it fetches a byte."""
-    python = str(Path(rl).parent / "python")
     modules = "rootless.cli.main, rootless.registry.pull, rootless.registry.client"
-    return [python, "-c", f"import {modules}"]
+    return [installed_tool("python"), "-c", f"import {modules}"]
 
 
 def children_cpu() -> float:
@@ -167,7 +167,7 @@ def main() -> int:
             )
             tools = tool_commands(rl, ref, args.podman_driver, skopeo=use_skopeo, tls=args.tls)
             if args.floor:
-                tools[FLOOR] = lambda store: floor_command(rl)
+                tools[FLOOR] = lambda store: floor_command()
             samples = {name: Samples(name) for name in tools}
             cpu: dict[str, list[float]] = {name: [] for name in tools}
             for round_number in range(args.warmup + args.reps):

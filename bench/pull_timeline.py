@@ -21,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import bench_user, fresh_dir, rl_binary
+from bench.common import bench_user, fresh_dir, installed_tool
 from bench.pull import bench_image, push
 from tests.e2e.registry_fixture import running_registry
 
@@ -143,7 +143,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="pulls to run; the fastest is shown")
     args = parser.parse_args()
     user = bench_user()
-    python = str(Path(rl_binary()).parent / "python")
+    python = installed_tool("python")
     with running_registry(user) as registry, tempfile.TemporaryDirectory() as scratch:
         tracer = Path(scratch) / "rl_pull_tracer.py"
         tracer.write_text(TRACER)
